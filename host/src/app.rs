@@ -1,0 +1,92 @@
+//! Assembles a running host from a validated [`Config`]: store, engine, rules, pipeline,
+//! notifiers and sources. `glucoguard run`, `glucoguard demo` and the integration tests all
+//! start the system through here, so they exercise the same wiring.
+
+use crate::config::{Config, StoreConfig};
+use crate::engine::Engine;
+use crate::pipeline::rules::{RuleError, RuleManager};
+use crate::pipeline::{Pipeline, PipelineHandle};
+use crate::sinks::{ConsoleNotifier, LiveFeed, Notifier};
+use crate::sources::file::{FileProgress, stream_file};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineSetupError),
+    #[error("rule {path}: {source}")]
+    Rule { path: String, source: RuleError },
+    #[error("cannot read rule {path}: {source}")]
+    ReadRule { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+}
+
+/// A started host.
+pub struct App {
+    pub handle: PipelineHandle,
+    pub store: Arc<dyn Store>,
+    pub live: LiveFeed,
+    pub pipeline: JoinHandle<()>,
+    pub file_sources: Vec<(JoinHandle<std::io::Result<()>>, Arc<FileProgress>)>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("store", &self.store.kind()).finish_non_exhaustive()
+    }
+}
+
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config {
+        StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    })
+}
+
+/// Registers the rules a config names: uploads each (idempotent) and sets its state.
+pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<(), StartError> {
+    for r in &config.rules {
+        let path = r.path.display().to_string();
+        let wasm = std::fs::read(&r.path).map_err(|source| StartError::ReadRule { path: path.clone(), source })?;
+        let info = manager.upload(&wasm).await.map_err(|source| StartError::Rule { path: path.clone(), source })?;
+        if r.enabled {
+            manager
+                .enable(&info.name, Some(&info.version), Some(r.params.clone()))
+                .await
+                .map_err(|source| StartError::Rule { path: path.clone(), source })?;
+        } else {
+            manager.disable(&info.name).await.ok();
+        }
+        tracing::info!(rule = %info.rule_ref(), enabled = r.enabled, "rule registered from config");
+    }
+    Ok(())
+}
+
+/// Starts the host. The pipeline runs until `handle.shutdown()`.
+pub async fn start(config: &Config) -> Result<App, StartError> {
+    let store = open_store(&config.store).await?;
+    let engine = Engine::new(config.engine.clone())?;
+    let manager = Arc::new(RuleManager::new(engine, store.clone()));
+    register_rules(&manager, config).await?;
+    let live = LiveFeed::new(1024);
+    let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(live.clone())];
+    if config.console {
+        notifiers.push(Arc::new(ConsoleNotifier));
+    }
+    let (pipeline, handle) = Pipeline::new(config.pipeline.clone(), store.clone(), manager, notifiers).await?;
+    let pipeline = tokio::spawn(pipeline.run());
+    let file_sources = config
+        .file_sources
+        .iter()
+        .map(|path| {
+            let progress = Arc::new(FileProgress::default());
+            (tokio::spawn(stream_file(path.clone(), handle.input(), progress.clone())), progress)
+        })
+        .collect();
+    Ok(App { handle, store, live, pipeline, file_sources })
+}

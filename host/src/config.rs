@@ -1,0 +1,198 @@
+//! Pipeline configuration, parsed in two steps: [`RawConfig`] (serde, defaults) from a TOML
+//! file, then [`Config`] (validated, paths resolved) which is all the running system sees.
+//! Secrets never live here: connection strings with credentials come from the environment.
+
+use crate::engine::EngineConfig;
+use crate::model::ParamValue;
+use crate::pipeline::PipelineConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawStore {
+    Sqlite { path: PathBuf },
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore::Sqlite { path: PathBuf::from("glucoguard.db") }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawSource {
+    /// JSON lines read once from a file.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub path: PathBuf,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(default = "yes")]
+    pub console: bool,
+}
+
+impl Default for RawNotify {
+    fn default() -> Self {
+        RawNotify { console: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub engine: EngineConfig,
+    pub pipeline: PipelineConfig,
+    pub file_sources: Vec<PathBuf>,
+    pub rules: Vec<RuleConfig>,
+    pub console: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub path: PathBuf,
+    pub enabled: bool,
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file; relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::validate(raw, base)
+    }
+
+    pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let e = &raw.engine;
+        let p = &raw.pipeline;
+        let mut problems = Vec::new();
+        if e.max_memory_bytes < (1 << 20) {
+            problems.push("engine.max_memory_bytes must be at least 1 MiB".to_owned());
+        }
+        if e.call_timeout_ms == 0 || e.epoch_tick_ms == 0 {
+            problems.push("engine.call_timeout_ms and engine.epoch_tick_ms must be positive".to_owned());
+        }
+        if e.quarantine_after_faults == 0 {
+            problems.push("engine.quarantine_after_faults must be at least 1".to_owned());
+        }
+        if p.max_batch == 0 || p.max_batch > 65_536 {
+            problems.push("pipeline.max_batch must be within 1..=65536".to_owned());
+        }
+        if p.queue_capacity == 0 {
+            problems.push("pipeline.queue_capacity must be positive".to_owned());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems.join("; ")));
+        }
+        Ok(Config {
+            store: match raw.store {
+                RawStore::Sqlite { path } => StoreConfig::Sqlite { path: resolve(&path) },
+            },
+            engine: raw.engine,
+            pipeline: raw.pipeline,
+            file_sources: raw.sources.into_iter().map(|RawSource::File { path }| resolve(&path)).collect(),
+            rules: raw
+                .rules
+                .into_iter()
+                .map(|r| RuleConfig { path: resolve(&r.path), enabled: r.enabled, params: r.params })
+                .collect(),
+            console: raw.notify.console,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config_and_resolves_paths() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [store]
+            kind = "sqlite"
+            path = "data/gg.db"
+            [engine]
+            call_timeout_ms = 100
+            [pipeline]
+            max_batch = 64
+            [[sources]]
+            kind = "file"
+            path = "in.jsonl"
+            [[rules]]
+            path = "/abs/rule.wasm"
+            params = { high_mg_dl = 120.0 }
+            "#,
+        )
+        .unwrap();
+        let c = Config::validate(raw, Path::new("/etc/gg")).unwrap();
+        assert!(matches!(&c.store, StoreConfig::Sqlite { path } if path == Path::new("/etc/gg/data/gg.db")));
+        assert_eq!(c.engine.call_timeout_ms, 100);
+        assert_eq!(c.pipeline.max_batch, 64);
+        assert_eq!(c.file_sources, vec![PathBuf::from("/etc/gg/in.jsonl")]);
+        assert_eq!(c.rules[0].params["high_mg_dl"], ParamValue::Float(120.0));
+        assert!(c.rules[0].enabled);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(toml::from_str::<RawConfig>("[engine]\nmax_memory = 1").is_err());
+        let raw: RawConfig = toml::from_str("[pipeline]\nmax_batch = 0").unwrap();
+        let e = Config::validate(raw, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("max_batch"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-subject reading history by event time, and the window aggregates rules receive.
+//!
+//! Window of a reading at time t over duration d: the same subject's readings with event time
+//! in (t − d, t], the reading itself and equal timestamps included; a reading exactly d older
+//! is outside. `previous` is the latest reading strictly before t. Out-of-order arrivals are
+//! placed by event time, and a reading seen twice (same id) is kept once.
+
+use crate::model::{EpochMs, Previous, SubjectKey, WindowStats};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    at_ms: EpochMs,
+    /// Hash of the reading id: orders equal timestamps and detects duplicates.
+    id: u64,
+    value: f64,
+}
+
+/// Readings of every subject, trimmed to `retention_ms` behind each subject's newest reading.
+#[derive(Debug, Default)]
+pub struct History {
+    subjects: HashMap<SubjectKey, VecDeque<Point>>,
+    retention_ms: Option<EpochMs>,
+    len: usize,
+}
+
+/// Hashes a reading id into the key history uses to tell readings apart.
+pub fn id_hash(reading_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    reading_id.hash(&mut h);
+    h.finish()
+}
+
+impl History {
+    /// A history that keeps `retention_ms` of readings behind each subject's newest one;
+    /// `None` keeps everything (backtests).
+    pub fn new(retention_ms: Option<EpochMs>) -> Self {
+        History { subjects: HashMap::new(), retention_ms, len: 0 }
+    }
+
+    pub fn retention_ms(&self) -> Option<EpochMs> {
+        self.retention_ms
+    }
+
+    /// Widens (never narrows below what rules need) the retention.
+    pub fn set_retention_ms(&mut self, retention_ms: Option<EpochMs>) {
+        self.retention_ms = retention_ms;
+    }
+
+    /// Number of readings held, over all subjects.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records a reading. Returns false when the same reading (same id and time) is already held.
+    pub fn insert(&mut self, subject: SubjectKey, at_ms: EpochMs, reading_id: &str, value: f64) -> bool {
+        self.insert_hashed(subject, at_ms, id_hash(reading_id), value)
+    }
+
+    pub fn insert_hashed(&mut self, subject: SubjectKey, at_ms: EpochMs, id: u64, value: f64) -> bool {
+        let points = self.subjects.entry(subject).or_default();
+        let p = Point { at_ms, id, value };
+        let inserted = match points.back() {
+            Some(last) if (last.at_ms, last.id) < (at_ms, id) => {
+                points.push_back(p);
+                true
+            }
+            None => {
+                points.push_back(p);
+                true
+            }
+            Some(_) => {
+                let pos = points.partition_point(|q| (q.at_ms, q.id) < (at_ms, id));
+                if points.get(pos).is_some_and(|q| q.at_ms == at_ms && q.id == id) {
+                    false
+                } else {
+                    points.insert(pos, p);
+                    true
+                }
+            }
+        };
+        if inserted {
+            self.len += 1;
+            if let (Some(keep), Some(newest)) = (self.retention_ms, points.back().map(|q| q.at_ms)) {
+                let horizon = newest - keep;
+                while points.front().is_some_and(|q| q.at_ms <= horizon) {
+                    points.pop_front();
+                    self.len -= 1;
+                }
+            }
+        }
+        inserted
+    }
+
+    /// Aggregates over (at_ms − duration_ms, at_ms] for the subject.
+    pub fn window(&self, subject: SubjectKey, at_ms: EpochMs, duration_ms: EpochMs) -> WindowStats {
+        let Some(points) = self.subjects.get(&subject) else {
+            return WindowStats::default();
+        };
+        let end = points.partition_point(|q| q.at_ms <= at_ms);
+        let start = points.partition_point(|q| q.at_ms <= at_ms - duration_ms);
+        stats(points.range(start..end).map(|q| q.value))
+    }
+
+    /// The subject's latest reading strictly before `at_ms`; when several share that time,
+    /// the largest value (so the answer never depends on arrival order).
+    pub fn previous(&self, subject: SubjectKey, at_ms: EpochMs) -> Option<Previous> {
+        let points = self.subjects.get(&subject)?;
+        let idx = points.partition_point(|q| q.at_ms < at_ms);
+        let last = points.get(idx.checked_sub(1)?)?;
+        let value = points
+            .range(..idx)
+            .rev()
+            .take_while(|q| q.at_ms == last.at_ms)
+            .map(|q| q.value)
+            .fold(f64::NEG_INFINITY, f64::max);
+        Some(Previous { value, at_ms: last.at_ms })
+    }
+}
+
+/// Count, mean, min and max of a sequence of values; all zero when it is empty.
+pub fn stats(values: impl Iterator<Item = f64>) -> WindowStats {
+    let (mut count, mut sum, mut min, mut max) = (0u32, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for v in values {
+        count += 1;
+        sum += v;
+        min = min.min(v);
+        max = max.max(v);
+    }
+    if count == 0 {
+        WindowStats::default()
+    } else {
+        WindowStats { count, mean: sum / f64::from(count), min, max }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ReadingKind;
+
+    const P: SubjectKey = SubjectKey { kind: ReadingKind::Glucose, id: 1 };
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn window_is_half_open_on_the_left() {
+        let mut h = History::new(None);
+        h.insert(P, 0, "a", 100.0);
+        h.insert(P, 5 * MIN, "b", 110.0);
+        h.insert(P, 10 * MIN, "c", 120.0);
+        // exactly 10 minutes older is outside
+        let w = h.window(P, 10 * MIN, 10 * MIN);
+        assert_eq!((w.count, w.mean, w.min, w.max), (2, 115.0, 110.0, 120.0));
+        // one millisecond less than 10 minutes older is inside
+        let w = h.window(P, 10 * MIN - 1, 10 * MIN);
+        assert_eq!(w.count, 2);
+        assert_eq!(w.mean, 105.0);
+    }
+
+    #[test]
+    fn equal_timestamps_see_each_other_and_duplicates_collapse() {
+        let mut h = History::new(None);
+        assert!(h.insert(P, MIN, "a", 100.0));
+        assert!(h.insert(P, MIN, "b", 120.0));
+        assert!(!h.insert(P, MIN, "a", 100.0), "same reading twice");
+        assert_eq!(h.len(), 2);
+        let w = h.window(P, MIN, 10 * MIN);
+        assert_eq!((w.count, w.mean), (2, 110.0));
+        assert_eq!(h.previous(P, MIN), None, "equal time is not previous");
+        assert_eq!(h.previous(P, 2 * MIN), Some(Previous { value: 120.0, at_ms: MIN }), "ties: largest value");
+    }
+
+    #[test]
+    fn out_of_order_inserts_are_placed_by_event_time() {
+        let mut h = History::new(None);
+        for (t, id, v) in [(3, "c", 130.0), (1, "a", 110.0), (2, "b", 120.0)] {
+            h.insert(P, t * MIN, id, v);
+        }
+        assert_eq!(h.previous(P, 3 * MIN), Some(Previous { value: 120.0, at_ms: 2 * MIN }));
+        assert_eq!(h.window(P, 2 * MIN, 10 * MIN).count, 2, "later reading not in earlier window");
+    }
+
+    #[test]
+    fn retention_trims_behind_newest() {
+        let mut h = History::new(Some(10 * MIN));
+        for i in 0..100 {
+            h.insert(P, i * MIN, &i.to_string(), 100.0);
+        }
+        assert_eq!(h.len(), 10);
+        assert_eq!(h.window(P, 99 * MIN, 10 * MIN).count, 10);
+    }
+
+    #[test]
+    fn subjects_are_separate() {
+        let mut h = History::new(None);
+        let q = SubjectKey { kind: ReadingKind::Glucose, id: 2 };
+        h.insert(P, 0, "a", 100.0);
+        h.insert(q, 0, "a", 300.0);
+        assert_eq!(h.window(P, 0, MIN).mean, 100.0);
+        assert_eq!(h.window(q, 0, MIN).mean, 300.0);
+    }
+}

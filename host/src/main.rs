@@ -1,0 +1,132 @@
+//! The `glucoguard` command: run the service, run the demo, backtest a rule, inspect a rule.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use glucoguard::config::Config;
+use glucoguard::engine::{Engine, EngineConfig, params};
+use glucoguard::{app, backtest, demo, telemetry};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "glucoguard", version, about = "Real-time glucose alerting with sandboxed Wasm rules")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service from a config file until Ctrl-C, then drain and stop.
+    Run {
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+    },
+    /// Feed simulated patients through the default rule on the embedded default.
+    Demo(demo::DemoArgs),
+    /// Evaluate a file of readings through one rule with exact event-time semantics.
+    Backtest {
+        #[arg(long)]
+        rule: PathBuf,
+        /// Parameter overrides, `name=value`; repeatable.
+        #[arg(long = "params", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Work with rule components.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print what a rule declares, or why it is rejected.
+    Inspect { wasm: PathBuf },
+}
+
+fn main() -> Result<()> {
+    telemetry::init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run { config } => rt.block_on(run(config)),
+        Command::Demo(args) => rt.block_on(demo::run(args)),
+        Command::Backtest { rule, params, input, output } => run_backtest(rule, params, input, output),
+        Command::Rules { command: RulesCommand::Inspect { wasm } } => inspect(wasm),
+    }
+}
+
+async fn run(config: PathBuf) -> Result<()> {
+    let config = Config::load(&config)?;
+    let app = app::start(&config).await?;
+    tracing::info!(store = app.store.kind(), "glucoguard running; Ctrl-C to stop");
+    tokio::signal::ctrl_c().await?;
+    app.handle.shutdown().await;
+    app.pipeline.await?;
+    Ok(())
+}
+
+fn load_rule(path: &PathBuf) -> Result<std::sync::Arc<glucoguard::engine::CompiledRule>> {
+    let wasm = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let engine = Engine::new(EngineConfig::default())?;
+    Ok(engine.load(&wasm).with_context(|| format!("{} was rejected", path.display()))?)
+}
+
+fn run_backtest(rule: PathBuf, assignments: Vec<String>, input: PathBuf, output: PathBuf) -> Result<()> {
+    let rule = load_rule(&rule)?;
+    let mut overrides = BTreeMap::new();
+    for a in &assignments {
+        let (k, v) = params::parse_assignment(rule.info(), a).map_err(anyhow::Error::msg)?;
+        overrides.insert(k, v);
+    }
+    let data = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
+    let mut out = std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+    let s = backtest::run(rule.clone(), &overrides, &data, &mut out)?;
+    println!(
+        "backtest {}: {} lines, {} readings, {} duplicates, {} invalid, {} alerts, {} faults in {:.3} s ({:.0} readings/s) -> {}",
+        rule.rule_ref(),
+        s.lines,
+        s.readings,
+        s.duplicates,
+        s.invalid,
+        s.alerts,
+        s.faults,
+        s.elapsed_secs,
+        s.readings_per_sec,
+        output.display()
+    );
+    for (line, reason) in &s.invalid_examples {
+        println!("  invalid line {line}: {reason}");
+    }
+    if s.faults > 0 {
+        bail!("the rule faulted {} times; {} readings could not be evaluated", s.faults, s.poison);
+    }
+    Ok(())
+}
+
+fn inspect(path: PathBuf) -> Result<()> {
+    let rule = load_rule(&path)?;
+    let i = rule.info();
+    println!("{}@{}  sha256 {}", i.name, i.version, rule.sha256());
+    println!("  {}", i.description);
+    let kinds: Vec<&str> = i.kinds.iter().map(|k| k.as_str()).collect();
+    println!("  kinds: {}", kinds.join(", "));
+    for w in &i.windows {
+        println!("  window {}: {} s", w.name, w.duration_secs);
+    }
+    for p in &i.params {
+        let bounds = match (p.min, p.max) {
+            (Some(lo), Some(hi)) => format!(" [{lo}, {hi}]"),
+            (Some(lo), None) => format!(" [{lo}, ∞)"),
+            (None, Some(hi)) => format!(" (-∞, {hi}]"),
+            (None, None) => String::new(),
+        };
+        println!("  param {}: {:?} = {}{bounds}  {}", p.name, p.ty, p.default, p.description);
+    }
+    Ok(())
+}

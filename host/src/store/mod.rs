@@ -1,0 +1,151 @@
+//! The OLTP store interface: readings, alerts and their lifecycle, rules and rule versions,
+//! faults and dead letters. SQLite is the embedded default; other engines implement the same
+//! [`Store`] trait and run the same test suite (`tests/it/store.rs`).
+//!
+//! Every write is idempotent: replaying a batch changes nothing.
+
+pub mod sqlite;
+
+use crate::model::{Alert, DeadLetter, EpochMs, ParamValue, Reading, RuleFault, RuleInfo, RuleRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Lifecycle state of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+    /// A repeat within the suppression interval: stored, not notified.
+    Suppressed,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+            AlertStatus::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// Everything one pipeline batch makes durable, written in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub readings: Vec<Reading>,
+    pub alerts: Vec<(Alert, AlertStatus)>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub faults: Vec<RuleFault>,
+    pub quarantined: Vec<(RuleRef, String)>,
+    /// Receive time stamped on the rows.
+    pub received_at_ms: EpochMs,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+            && self.alerts.is_empty()
+            && self.dead_letters.is_empty()
+            && self.faults.is_empty()
+            && self.quarantined.is_empty()
+    }
+}
+
+/// A stored rule version (the Wasm itself is fetched separately by hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleVersionRecord {
+    pub info: RuleInfo,
+    pub sha256: String,
+    pub quarantine_reason: Option<String>,
+    pub uploaded_at_ms: EpochMs,
+}
+
+/// A rule's current configuration: which version runs, whether it is on, with what params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    pub name: String,
+    pub active_version: String,
+    pub enabled: bool,
+    pub params: BTreeMap<String, ParamValue>,
+    pub updated_at_ms: EpochMs,
+}
+
+/// Row counts, for tests, the demo summary and the admin UI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub glucose_readings: u64,
+    pub device_readings: u64,
+    pub alerts: u64,
+    pub dead_letters: u64,
+    pub rule_faults: u64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Engine name for logs and errors, e.g. `sqlite`.
+    fn kind(&self) -> &'static str;
+
+    /// Makes a batch durable atomically; rows already present are left as they are.
+    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Readings with event time in (newest − lookback, newest], oldest first, for rebuilding
+    /// windows on start. `newest` is the newest stored reading's time.
+    fn recent_readings(&self, lookback_ms: EpochMs) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>>;
+
+    /// Stores a rule version. The same name and version with other bytes is a conflict:
+    /// released versions are immutable.
+    fn put_rule_version<'a>(
+        &'a self,
+        info: &'a RuleInfo,
+        sha256: &'a str,
+        wasm: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>>;
+
+    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+
+    fn put_rule_state<'a>(&'a self, state: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>>;
+
+    /// Clears a version's quarantine so it can be enabled again.
+    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
+
+    /// Newest first.
+    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
+
+    /// Newest first, with their lifecycle status.
+    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>>;
+
+    /// Newest first.
+    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>>;
+}
+
+/// One schema migration: applied once, in order, recorded in `_glucoguard_migrations`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}

@@ -1,0 +1,479 @@
+//! The embedded OLTP store on SQLite (sqlx): one file, WAL mode, batched idempotent writes.
+
+use super::{
+    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch,
+};
+use crate::model::{
+    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading, ReadingKind,
+    RuleFault, RuleInfo, RuleRef, Severity, now_ms,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "prototype", sql: include_str!("../../migrations/sqlite/0001_prototype.sql") },
+    Migration { version: 2, name: "platform", sql: include_str!("../../migrations/sqlite/0002_platform.sql") },
+];
+
+/// Rows per multi-row INSERT (SQLite allows 32 766 bound variables; the widest row has 13).
+const ROWS_PER_INSERT: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS _glucoguard_migrations (Version INTEGER PRIMARY KEY, Name TEXT NOT NULL, AppliedAtMs INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for m in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT Version FROM _glucoguard_migrations WHERE Version = ?")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO _glucoguard_migrations (Version, Name, AppliedAtMs) VALUES (?, ?, ?)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let glucose: Vec<(&Reading, &Glucose)> = b
+            .readings
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Glucose(g) => Some((r, g)),
+                Body::Device(_) => None,
+            })
+            .collect();
+        for chunk in glucose.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO GlucoseReadings (ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location, ReceivedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, (r, g)| {
+                row.push_bind(&r.id)
+                    .push_bind(g.patient_id as i64)
+                    .push_bind(g.device_id as i64)
+                    .push_bind(g.mg_dl)
+                    .push_bind(r.at_ms)
+                    .push_bind(g.location.as_deref())
+                    .push_bind(b.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let device: Vec<(&Reading, &DeviceTelemetry)> = b
+            .readings
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Device(d) => Some((r, d)),
+                Body::Glucose(_) => None,
+            })
+            .collect();
+        for chunk in device.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO DeviceOperationalData (ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes, ReceivedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, (r, d)| {
+                row.push_bind(&r.id)
+                    .push_bind(d.device_id as i64)
+                    .push_bind(r.at_ms)
+                    .push_bind(d.battery_pct)
+                    .push_bind(d.firmware_version.as_deref())
+                    .push_bind(d.connectivity.as_str())
+                    .push_bind(d.error_codes.join(","))
+                    .push_bind(b.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in b.alerts.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO Alerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, (a, _)| {
+                row.push_bind(&a.id)
+                    .push_bind(&a.reading_id)
+                    .push_bind(a.patient_id.map(|p| p as i64))
+                    .push_bind(a.device_id as i64)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(&a.rule.name)
+                    .push_bind(&a.rule.version)
+                    .push_bind(&a.code)
+                    .push_bind(a.severity.as_str())
+                    .push_bind(&a.message)
+                    .push_bind(a.value)
+                    .push_bind(a.at_ms)
+                    .push_bind(b.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO AlertLifecycle (AlertID, Status, UpdatedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, (a, status)| {
+                row.push_bind(&a.id).push_bind(status.as_str()).push_bind(b.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in b.dead_letters.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO DeadLetters (Fingerprint, Origin, Reason, Payload, ReceivedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, d| {
+                row.push_bind(d.fingerprint())
+                    .push_bind(&d.origin)
+                    .push_bind(&d.reason)
+                    .push_bind(&d.payload)
+                    .push_bind(d.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for f in &b.faults {
+            sqlx::query("INSERT INTO RuleFaults (RuleName, Version, Kind, Detail, AtMs) VALUES (?, ?, ?, ?, ?)")
+                .bind(&f.rule.name)
+                .bind(&f.rule.version)
+                .bind(f.kind.as_str())
+                .bind(&f.detail)
+                .bind(f.at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (rule, reason) in &b.quarantined {
+            sqlx::query("UPDATE RuleVersions SET Status = 'quarantined', QuarantineReason = ? WHERE RuleName = ? AND Version = ?")
+                .bind(reason)
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn u64_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
+}
+
+fn reading_from_glucose_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading, StoreError> {
+    Ok(Reading {
+        id: row.try_get("ReadingID")?,
+        at_ms: row.try_get("TimestampMs")?,
+        body: Body::Glucose(Glucose {
+            patient_id: u64_col(row, "PatientID")?,
+            device_id: u64_col(row, "DeviceID")?,
+            mg_dl: row.try_get("GlucoseLevel")?,
+            location: row.try_get("Location")?,
+        }),
+    })
+}
+
+fn reading_from_device_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading, StoreError> {
+    let codes: String = row.try_get("ErrorCodes")?;
+    let connectivity: String = row.try_get("ConnectivityStatus")?;
+    Ok(Reading {
+        id: row.try_get("ReadingID")?,
+        at_ms: row.try_get("TimestampMs")?,
+        body: Body::Device(DeviceTelemetry {
+            device_id: u64_col(row, "DeviceID")?,
+            battery_pct: row.try_get("BatteryLevel")?,
+            firmware_version: row.try_get("FirmwareVersion")?,
+            connectivity: Connectivity::parse(&connectivity).unwrap_or(Connectivity::Unknown),
+            error_codes: codes.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+        }),
+    })
+}
+
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write(batch))
+    }
+
+    fn recent_readings(&self, lookback_ms: EpochMs) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
+        Box::pin(async move {
+            let newest: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData)",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(newest) = newest else { return Ok(Vec::new()) };
+            let since = newest - lookback_ms;
+            let mut out = Vec::new();
+            for row in sqlx::query("SELECT * FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                out.push(reading_from_glucose_row(&row)?);
+            }
+            for row in sqlx::query("SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                out.push(reading_from_device_row(&row)?);
+            }
+            out.sort_by_key(|r| r.at_ms);
+            Ok(out)
+        })
+    }
+
+    fn put_rule_version<'a>(&'a self, info: &'a RuleInfo, sha256: &'a str, wasm: &'a [u8]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?")
+                    .bind(&info.name)
+                    .bind(&info.version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match existing {
+                Some(s) if s == sha256 => Ok(()),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "{}@{} is already stored with different bytes; released versions are immutable, bump the version",
+                    info.name, info.version
+                ))),
+                None => {
+                    let info_json = serde_json::to_string(info).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query("INSERT INTO RuleVersions (RuleName, Version, Sha256, Wasm, Info, UploadedAtMs) VALUES (?, ?, ?, ?, ?, ?)")
+                        .bind(&info.name)
+                        .bind(&info.version)
+                        .bind(sha256)
+                        .bind(wasm)
+                        .bind(info_json)
+                        .bind(now_ms())
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT Info, Sha256, Status, QuarantineReason, UploadedAtMs FROM RuleVersions ORDER BY RuleName, UploadedAtMs, rowid",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let info: String = row.try_get("Info")?;
+                    Ok(RuleVersionRecord {
+                        info: serde_json::from_str(&info).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        sha256: row.try_get("Sha256")?,
+                        quarantine_reason: row.try_get("QuarantineReason")?,
+                        uploaded_at_ms: row.try_get("UploadedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT Wasm FROM RuleVersions WHERE RuleName = ? AND Version = ?")
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("rule version {rule}")))
+        })
+    }
+
+    fn put_rule_state<'a>(&'a self, s: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let params = serde_json::to_string(&s.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (RuleName) DO UPDATE SET ActiveVersion = excluded.ActiveVersion, Enabled = excluded.Enabled, \
+                 Params = excluded.Params, UpdatedAtMs = excluded.UpdatedAtMs",
+            )
+            .bind(&s.name)
+            .bind(&s.active_version)
+            .bind(s.enabled)
+            .bind(params)
+            .bind(s.updated_at_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs FROM Rules ORDER BY RuleName")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let params: String = row.try_get("Params")?;
+                    Ok(RuleState {
+                        name: row.try_get("RuleName")?,
+                        active_version: row.try_get("ActiveVersion")?,
+                        enabled: row.try_get("Enabled")?,
+                        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        updated_at_ms: row.try_get("UpdatedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE RuleVersions SET Status = 'ok', QuarantineReason = NULL WHERE RuleName = ? AND Version = ?")
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
+                 (SELECT COUNT(*) FROM Alerts) AS a, (SELECT COUNT(*) FROM DeadLetters) AS dl, (SELECT COUNT(*) FROM RuleFaults) AS f",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Counts {
+                glucose_readings: u64_col(&row, "g")?,
+                device_readings: u64_col(&row, "d")?,
+                alerts: u64_col(&row, "a")?,
+                dead_letters: u64_col(&row, "dl")?,
+                rule_faults: u64_col(&row, "f")?,
+            })
+        })
+    }
+
+    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT Origin, Reason, Payload, ReceivedAtMs FROM DeadLetters ORDER BY ReceivedAtMs DESC, rowid DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DeadLetter {
+                        origin: row.try_get("Origin")?,
+                        reason: row.try_get("Reason")?,
+                        payload: row.try_get("Payload")?,
+                        received_at_ms: row.try_get("ReceivedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.*, l.Status FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
+                 ORDER BY a.CreatedAtMs DESC, a.rowid DESC LIMIT ?",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let patient: Option<i64> = row.try_get("PatientID")?;
+                    let kind: String = row.try_get("Kind")?;
+                    let severity: String = row.try_get("Severity")?;
+                    let status: String = row.try_get("Status")?;
+                    let alert = Alert {
+                        id: row.try_get("AlertID")?,
+                        rule: RuleRef { name: row.try_get("RuleName")?, version: row.try_get("RuleVersion")? },
+                        reading_id: row.try_get("ReadingID")?,
+                        patient_id: patient.map(|p| p as u64),
+                        device_id: u64_col(row, "DeviceID")?,
+                        kind: if kind == "device" { ReadingKind::Device } else { ReadingKind::Glucose },
+                        at_ms: row.try_get("TimestampMs")?,
+                        code: row.try_get("Code")?,
+                        severity: Severity::parse(&severity).ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
+                        message: row.try_get("Message")?,
+                        value: row.try_get("Value")?,
+                    };
+                    let status = match status.as_str() {
+                        "open" => AlertStatus::Open,
+                        "acknowledged" => AlertStatus::Acknowledged,
+                        "resolved" => AlertStatus::Resolved,
+                        "suppressed" => AlertStatus::Suppressed,
+                        other => return Err(StoreError::Corrupt(format!("alert status {other}"))),
+                    };
+                    Ok((alert, status))
+                })
+                .collect()
+        })
+    }
+
+    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM RuleFaults ORDER BY FaultID DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let kind: String = row.try_get("Kind")?;
+                    Ok(RuleFault {
+                        rule: RuleRef { name: row.try_get("RuleName")?, version: row.try_get("Version")? },
+                        kind: FaultKind::ALL
+                            .into_iter()
+                            .find(|k| k.as_str() == kind)
+                            .ok_or_else(|| StoreError::Corrupt(format!("fault kind {kind}")))?,
+                        detail: row.try_get("Detail")?,
+                        at_ms: row.try_get("AtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}

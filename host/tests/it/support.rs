@@ -1,0 +1,75 @@
+//! Shared test helpers: locating built rule components, building engines and readings.
+
+use glucoguard::engine::{ActiveRule, CompiledRule, Engine, EngineConfig};
+use glucoguard::model::ParamValue;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Directory holding the built `.wasm` rule components.
+pub fn plugin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GLUCOGUARD_PLUGIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("wasm-plugins/wasm32-wasip2/release")
+}
+
+/// The bytes of a built rule component, e.g. `glucoguard_default_rule`.
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "rule component {} is missing ({e}). Build the guests first: `cargo xtask build-plugins` \
+             (needs `rustup target add wasm32-wasip2`), or run the suite with `cargo xtask test`.",
+            path.display()
+        )
+    })
+}
+
+pub fn plugin_path(name: &str) -> PathBuf {
+    let p = plugin_dir().join(format!("{name}.wasm"));
+    plugin(name);
+    p
+}
+
+/// Engine limits small enough that misbehaving guests are caught quickly in tests.
+pub fn test_engine_config() -> EngineConfig {
+    EngineConfig { call_timeout_ms: 100, max_memory_bytes: 16 << 20, pooled_instances: 16, ..EngineConfig::default() }
+}
+
+pub fn engine() -> Engine {
+    Engine::new(test_engine_config()).expect("engine")
+}
+
+pub fn load(engine: &Engine, name: &str) -> Arc<CompiledRule> {
+    engine.load(&plugin(name)).unwrap_or_else(|e| panic!("{name} should load: {e}"))
+}
+
+pub fn active(engine: &Engine, name: &str, params: &[(&str, f64)]) -> ActiveRule {
+    let overrides: BTreeMap<String, ParamValue> =
+        params.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v))).collect();
+    ActiveRule::new(load(engine, name), &overrides).expect("params valid")
+}
+
+pub const T0: i64 = 1_795_000_000_000; // 2026-11-19T10:13:20Z
+pub const MIN: i64 = 60_000;
+
+/// A glucose reading as producers send it.
+pub fn glucose_json(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> String {
+    serde_json::json!({
+        "reading_id": id,
+        "patient_id": patient,
+        "device_id": 1000 + patient,
+        "glucose_level": mg_dl,
+        "timestamp": glucoguard::model::format_ms(at_ms),
+        "location": "home",
+    })
+    .to_string()
+}
+
+pub fn glucose(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> glucoguard::model::Reading {
+    glucoguard::model::parse::parse_reading(glucose_json(id, patient, at_ms, mg_dl).as_bytes()).unwrap()
+}
