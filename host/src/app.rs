@@ -22,7 +22,10 @@ pub enum StartError {
     #[error("rule {path}: {source}")]
     Rule { path: String, source: RuleError },
     #[error("cannot read rule {path}: {source}")]
-    ReadRule { path: String, source: std::io::Error },
+    ReadRule {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Rules(#[from] RuleError),
 }
@@ -38,7 +41,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("store", &self.store.kind()).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,13 +57,25 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreErr
 pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<(), StartError> {
     for r in &config.rules {
         let path = r.path.display().to_string();
-        let wasm = std::fs::read(&r.path).map_err(|source| StartError::ReadRule { path: path.clone(), source })?;
-        let info = manager.upload(&wasm).await.map_err(|source| StartError::Rule { path: path.clone(), source })?;
+        let wasm = std::fs::read(&r.path).map_err(|source| StartError::ReadRule {
+            path: path.clone(),
+            source,
+        })?;
+        let info = manager
+            .upload(&wasm)
+            .await
+            .map_err(|source| StartError::Rule {
+                path: path.clone(),
+                source,
+            })?;
         if r.enabled {
             manager
                 .enable(&info.name, Some(&info.version), Some(r.params.clone()))
                 .await
-                .map_err(|source| StartError::Rule { path: path.clone(), source })?;
+                .map_err(|source| StartError::Rule {
+                    path: path.clone(),
+                    source,
+                })?;
         } else {
             manager.disable(&info.name).await.ok();
         }
@@ -78,15 +95,25 @@ pub async fn start(config: &Config) -> Result<App, StartError> {
     if config.console {
         notifiers.push(Arc::new(ConsoleNotifier));
     }
-    let (pipeline, handle) = Pipeline::new(config.pipeline.clone(), store.clone(), manager, notifiers).await?;
+    let (pipeline, handle) =
+        Pipeline::new(config.pipeline.clone(), store.clone(), manager, notifiers).await?;
     let pipeline = tokio::spawn(pipeline.run());
     let file_sources = config
         .file_sources
         .iter()
         .map(|path| {
             let progress = Arc::new(FileProgress::default());
-            (tokio::spawn(stream_file(path.clone(), handle.input(), progress.clone())), progress)
+            (
+                tokio::spawn(stream_file(path.clone(), handle.input(), progress.clone())),
+                progress,
+            )
         })
         .collect();
-    Ok(App { handle, store, live, pipeline, file_sources })
+    Ok(App {
+        handle,
+        store,
+        live,
+        pipeline,
+        file_sources,
+    })
 }

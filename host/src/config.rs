@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config: {0}")]
@@ -44,7 +47,9 @@ pub enum RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore::Sqlite { path: PathBuf::from("glucoguard.db") }
+        RawStore::Sqlite {
+            path: PathBuf::from("glucoguard.db"),
+        }
     }
 }
 
@@ -108,15 +113,26 @@ pub struct RuleConfig {
 impl Config {
     /// Reads and validates a TOML file; relative paths in it are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let raw: RawConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::validate(raw, base)
     }
 
     pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let e = &raw.engine;
         let p = &raw.pipeline;
         let mut problems = Vec::new();
@@ -124,7 +140,9 @@ impl Config {
             problems.push("engine.max_memory_bytes must be at least 1 MiB".to_owned());
         }
         if e.call_timeout_ms == 0 || e.epoch_tick_ms == 0 {
-            problems.push("engine.call_timeout_ms and engine.epoch_tick_ms must be positive".to_owned());
+            problems.push(
+                "engine.call_timeout_ms and engine.epoch_tick_ms must be positive".to_owned(),
+            );
         }
         if e.quarantine_after_faults == 0 {
             problems.push("engine.quarantine_after_faults must be at least 1".to_owned());
@@ -140,15 +158,25 @@ impl Config {
         }
         Ok(Config {
             store: match raw.store {
-                RawStore::Sqlite { path } => StoreConfig::Sqlite { path: resolve(&path) },
+                RawStore::Sqlite { path } => StoreConfig::Sqlite {
+                    path: resolve(&path),
+                },
             },
             engine: raw.engine,
             pipeline: raw.pipeline,
-            file_sources: raw.sources.into_iter().map(|RawSource::File { path }| resolve(&path)).collect(),
+            file_sources: raw
+                .sources
+                .into_iter()
+                .map(|RawSource::File { path }| resolve(&path))
+                .collect(),
             rules: raw
                 .rules
                 .into_iter()
-                .map(|r| RuleConfig { path: resolve(&r.path), enabled: r.enabled, params: r.params })
+                .map(|r| RuleConfig {
+                    path: resolve(&r.path),
+                    enabled: r.enabled,
+                    params: r.params,
+                })
                 .collect(),
             console: raw.notify.console,
         })
@@ -180,7 +208,9 @@ mod tests {
         )
         .unwrap();
         let c = Config::validate(raw, Path::new("/etc/gg")).unwrap();
-        assert!(matches!(&c.store, StoreConfig::Sqlite { path } if path == Path::new("/etc/gg/data/gg.db")));
+        assert!(
+            matches!(&c.store, StoreConfig::Sqlite { path } if path == Path::new("/etc/gg/data/gg.db"))
+        );
         assert_eq!(c.engine.call_timeout_ms, 100);
         assert_eq!(c.pipeline.max_batch, 64);
         assert_eq!(c.file_sources, vec![PathBuf::from("/etc/gg/in.jsonl")]);

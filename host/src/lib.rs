@@ -1,14 +1,14 @@
 //! GlucoGuard host: streams glucose readings and device telemetry through sandboxed Wasm alert
 //! rules and dispatches what they raise to stores and notifiers. See ARCHITECTURE.md.
 
+pub mod app;
+pub mod backtest;
+pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;
 pub mod store;
-pub mod app;
-pub mod backtest;
-pub mod config;
 pub mod telemetry;
-pub mod demo;

@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "glucoguard", version, about = "Real-time glucose alerting with sandboxed Wasm rules")]
+#[command(
+    name = "glucoguard",
+    version,
+    about = "Real-time glucose alerting with sandboxed Wasm rules"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,19 +56,31 @@ enum RulesCommand {
 fn main() -> Result<()> {
     telemetry::init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run { config } => rt.block_on(run(config)),
         Command::Demo(args) => rt.block_on(demo::run(args)),
-        Command::Backtest { rule, params, input, output } => run_backtest(rule, params, input, output),
-        Command::Rules { command: RulesCommand::Inspect { wasm } } => inspect(wasm),
+        Command::Backtest {
+            rule,
+            params,
+            input,
+            output,
+        } => run_backtest(rule, params, input, output),
+        Command::Rules {
+            command: RulesCommand::Inspect { wasm },
+        } => inspect(wasm),
     }
 }
 
 async fn run(config: PathBuf) -> Result<()> {
     let config = Config::load(&config)?;
     let app = app::start(&config).await?;
-    tracing::info!(store = app.store.kind(), "glucoguard running; Ctrl-C to stop");
+    tracing::info!(
+        store = app.store.kind(),
+        "glucoguard running; Ctrl-C to stop"
+    );
     tokio::signal::ctrl_c().await?;
     app.handle.shutdown().await;
     app.pipeline.await?;
@@ -74,10 +90,17 @@ async fn run(config: PathBuf) -> Result<()> {
 fn load_rule(path: &PathBuf) -> Result<std::sync::Arc<glucoguard::engine::CompiledRule>> {
     let wasm = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let engine = Engine::new(EngineConfig::default())?;
-    Ok(engine.load(&wasm).with_context(|| format!("{} was rejected", path.display()))?)
+    Ok(engine
+        .load(&wasm)
+        .with_context(|| format!("{} was rejected", path.display()))?)
 }
 
-fn run_backtest(rule: PathBuf, assignments: Vec<String>, input: PathBuf, output: PathBuf) -> Result<()> {
+fn run_backtest(
+    rule: PathBuf,
+    assignments: Vec<String>,
+    input: PathBuf,
+    output: PathBuf,
+) -> Result<()> {
     let rule = load_rule(&rule)?;
     let mut overrides = BTreeMap::new();
     for a in &assignments {
@@ -85,7 +108,8 @@ fn run_backtest(rule: PathBuf, assignments: Vec<String>, input: PathBuf, output:
         overrides.insert(k, v);
     }
     let data = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
-    let mut out = std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+    let mut out = std::fs::File::create(&output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
     let s = backtest::run(rule.clone(), &overrides, &data, &mut out)?;
     println!(
         "backtest {}: {} lines, {} readings, {} duplicates, {} invalid, {} alerts, {} faults in {:.3} s ({:.0} readings/s) -> {}",
@@ -104,7 +128,11 @@ fn run_backtest(rule: PathBuf, assignments: Vec<String>, input: PathBuf, output:
         println!("  invalid line {line}: {reason}");
     }
     if s.faults > 0 {
-        bail!("the rule faulted {} times; {} readings could not be evaluated", s.faults, s.poison);
+        bail!(
+            "the rule faulted {} times; {} readings could not be evaluated",
+            s.faults,
+            s.poison
+        );
     }
     Ok(())
 }
@@ -126,7 +154,10 @@ fn inspect(path: PathBuf) -> Result<()> {
             (None, Some(hi)) => format!(" (-∞, {hi}]"),
             (None, None) => String::new(),
         };
-        println!("  param {}: {:?} = {}{bounds}  {}", p.name, p.ty, p.default, p.description);
+        println!(
+            "  param {}: {:?} = {}{bounds}  {}",
+            p.name, p.ty, p.default, p.description
+        );
     }
     Ok(())
 }

@@ -105,8 +105,14 @@ impl Reading {
     /// The key windows are kept under: the patient for glucose, the device for telemetry.
     pub fn subject(&self) -> SubjectKey {
         match &self.body {
-            Body::Glucose(g) => SubjectKey { kind: ReadingKind::Glucose, id: g.patient_id },
-            Body::Device(d) => SubjectKey { kind: ReadingKind::Device, id: d.device_id },
+            Body::Glucose(g) => SubjectKey {
+                kind: ReadingKind::Glucose,
+                id: g.patient_id,
+            },
+            Body::Device(d) => SubjectKey {
+                kind: ReadingKind::Device,
+                id: d.device_id,
+            },
         }
     }
 
@@ -277,12 +283,19 @@ pub struct RuleInfo {
 
 impl RuleInfo {
     pub fn rule_ref(&self) -> RuleRef {
-        RuleRef { name: self.name.clone(), version: self.version.clone() }
+        RuleRef {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
     }
 
     /// The longest window, in milliseconds; 0 when the rule declares none.
     pub fn lookback_ms(&self) -> i64 {
-        self.windows.iter().map(|w| i64::from(w.duration_secs) * 1000).max().unwrap_or(0)
+        self.windows
+            .iter()
+            .map(|w| i64::from(w.duration_secs) * 1000)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn wants(&self, kind: ReadingKind) -> bool {
@@ -320,7 +333,11 @@ impl DeadLetter {
     /// Stable identity so that a replayed bad payload is stored once.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
-        for part in [self.origin.as_str(), self.reason.as_str(), self.payload.as_str()] {
+        for part in [
+            self.origin.as_str(),
+            self.reason.as_str(),
+            self.payload.as_str(),
+        ] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }

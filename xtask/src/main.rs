@@ -17,35 +17,49 @@ fn main() -> Result<()> {
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     match task.as_str() {
-        "build-plugins" => build_plugins().map(|dir| println!("plugins built in {}", dir.display())),
+        "build-plugins" => {
+            build_plugins().map(|dir| println!("plugins built in {}", dir.display()))
+        }
         "demo" => demo(&rest),
         "test" => test(&rest),
         "bench" => bench(&rest),
         "lint" => lint(),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins | demo [ARGS…] | test [ARGS…] | bench | lint>");
+            eprintln!(
+                "usage: cargo xtask <build-plugins | demo [ARGS…] | test [ARGS…] | bench | lint>"
+            );
             std::process::exit(2);
         }
     }
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// The cargo target directory the workspace builds into.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// Where built rule components land.
 fn plugin_dir() -> PathBuf {
-    target_dir().join("wasm-plugins").join("wasm32-wasip2").join("release")
+    target_dir()
+        .join("wasm-plugins")
+        .join("wasm32-wasip2")
+        .join("release")
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -53,7 +67,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match out {
         Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
         Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
@@ -66,7 +82,13 @@ fn build_plugins() -> Result<PathBuf> {
     ensure_wasm_target()?;
     run(Command::new(env!("CARGO"))
         .current_dir(root().join("plugins"))
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
         .env("CARGO_TARGET_DIR", target_dir().join("wasm-plugins")))?;
     let dir = plugin_dir();
     let count = std::fs::read_dir(&dir)
@@ -75,14 +97,18 @@ fn build_plugins() -> Result<PathBuf> {
         .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
         .count();
     if count == 0 {
-        bail!("the plugin build produced no .wasm files in {}", dir.display());
+        bail!(
+            "the plugin build produced no .wasm files in {}",
+            dir.display()
+        );
     }
     Ok(dir)
 }
 
 fn cargo() -> Command {
     let mut c = Command::new(env!("CARGO"));
-    c.current_dir(root()).env("GLUCOGUARD_PLUGIN_DIR", plugin_dir());
+    c.current_dir(root())
+        .env("GLUCOGUARD_PLUGIN_DIR", plugin_dir());
     c
 }
 
@@ -90,13 +116,26 @@ fn demo(args: &[String]) -> Result<()> {
     let dir = build_plugins()?;
     let rule = dir.join("glucoguard_default_rule.wasm");
     run(cargo()
-        .args(["run", "--locked", "--package", "glucoguard", "--bin", "glucoguard", "--", "demo", "--rule"])
+        .args([
+            "run",
+            "--locked",
+            "--package",
+            "glucoguard",
+            "--bin",
+            "glucoguard",
+            "--",
+            "demo",
+            "--rule",
+        ])
         .arg(&rule)
         .args(args))
 }
 
 fn has_nextest() -> bool {
-    Command::new(env!("CARGO")).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+    Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -107,20 +146,48 @@ fn test(args: &[String]) -> Result<()> {
         .args(["test", "--locked", "--workspace"])
         .env("CARGO_TARGET_DIR", target_dir().join("plugins-native")))?;
     if has_nextest() {
-        run(cargo().args(["nextest", "run", "--locked", "--workspace", "--no-fail-fast"]).args(args))?;
+        run(cargo()
+            .args([
+                "nextest",
+                "run",
+                "--locked",
+                "--workspace",
+                "--no-fail-fast",
+            ])
+            .args(args))?;
         // nextest does not run doctests.
         run(cargo().args(["test", "--locked", "--workspace", "--doc"]))
     } else {
-        run(cargo().args(["test", "--locked", "--workspace", "--no-fail-fast"]).args(args))
+        run(cargo()
+            .args(["test", "--locked", "--workspace", "--no-fail-fast"])
+            .args(args))
     }
 }
 
 fn bench(args: &[String]) -> Result<()> {
     build_plugins()?;
-    run(cargo().args(["bench", "--locked", "--package", "glucoguard", "--bench", "rules", "--"]).args(args))
+    run(cargo()
+        .args([
+            "bench",
+            "--locked",
+            "--package",
+            "glucoguard",
+            "--bench",
+            "rules",
+            "--",
+        ])
+        .args(args))
 }
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    run(cargo().args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

@@ -48,7 +48,10 @@ pub fn info_from_wit(i: wit::RuleInfo) -> model::RuleInfo {
         windows: i
             .windows
             .into_iter()
-            .map(|w| model::WindowSpec { name: w.name, duration_secs: w.duration_secs })
+            .map(|w| model::WindowSpec {
+                name: w.name,
+                duration_secs: w.duration_secs,
+            })
             .collect(),
         params: i
             .params
@@ -107,12 +110,20 @@ pub fn reading_to_wit(r: &model::Reading, previous: Option<model::Previous>) -> 
         subject,
         at_ms: r.at_ms,
         measurement,
-        previous: previous.map(|p| wit::PreviousReading { value: p.value, at_ms: p.at_ms }),
+        previous: previous.map(|p| wit::PreviousReading {
+            value: p.value,
+            at_ms: p.at_ms,
+        }),
     }
 }
 
 pub fn stats_to_wit(s: model::WindowStats) -> wit::WindowStats {
-    wit::WindowStats { count: s.count, mean: s.mean, min: s.min, max: s.max }
+    wit::WindowStats {
+        count: s.count,
+        mean: s.mean,
+        min: s.min,
+        max: s.max,
+    }
 }
 
 pub fn severity_from_wit(s: wit::Severity) -> model::Severity {

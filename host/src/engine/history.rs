@@ -36,7 +36,11 @@ impl History {
     /// A history that keeps `retention_ms` of readings behind each subject's newest one;
     /// `None` keeps everything (backtests).
     pub fn new(retention_ms: Option<EpochMs>) -> Self {
-        History { subjects: HashMap::new(), retention_ms, len: 0 }
+        History {
+            subjects: HashMap::new(),
+            retention_ms,
+            len: 0,
+        }
     }
 
     pub fn retention_ms(&self) -> Option<EpochMs> {
@@ -58,11 +62,23 @@ impl History {
     }
 
     /// Records a reading. Returns false when the same reading (same id and time) is already held.
-    pub fn insert(&mut self, subject: SubjectKey, at_ms: EpochMs, reading_id: &str, value: f64) -> bool {
+    pub fn insert(
+        &mut self,
+        subject: SubjectKey,
+        at_ms: EpochMs,
+        reading_id: &str,
+        value: f64,
+    ) -> bool {
         self.insert_hashed(subject, at_ms, id_hash(reading_id), value)
     }
 
-    pub fn insert_hashed(&mut self, subject: SubjectKey, at_ms: EpochMs, id: u64, value: f64) -> bool {
+    pub fn insert_hashed(
+        &mut self,
+        subject: SubjectKey,
+        at_ms: EpochMs,
+        id: u64,
+        value: f64,
+    ) -> bool {
         let points = self.subjects.entry(subject).or_default();
         let p = Point { at_ms, id, value };
         let inserted = match points.back() {
@@ -76,7 +92,10 @@ impl History {
             }
             Some(_) => {
                 let pos = points.partition_point(|q| (q.at_ms, q.id) < (at_ms, id));
-                if points.get(pos).is_some_and(|q| q.at_ms == at_ms && q.id == id) {
+                if points
+                    .get(pos)
+                    .is_some_and(|q| q.at_ms == at_ms && q.id == id)
+                {
                     false
                 } else {
                     points.insert(pos, p);
@@ -86,7 +105,8 @@ impl History {
         };
         if inserted {
             self.len += 1;
-            if let (Some(keep), Some(newest)) = (self.retention_ms, points.back().map(|q| q.at_ms)) {
+            if let (Some(keep), Some(newest)) = (self.retention_ms, points.back().map(|q| q.at_ms))
+            {
                 let horizon = newest - keep;
                 while points.front().is_some_and(|q| q.at_ms <= horizon) {
                     points.pop_front();
@@ -119,7 +139,10 @@ impl History {
             .take_while(|q| q.at_ms == last.at_ms)
             .map(|q| q.value)
             .fold(f64::NEG_INFINITY, f64::max);
-        Some(Previous { value, at_ms: last.at_ms })
+        Some(Previous {
+            value,
+            at_ms: last.at_ms,
+        })
     }
 }
 
@@ -135,7 +158,12 @@ pub fn stats(values: impl Iterator<Item = f64>) -> WindowStats {
     if count == 0 {
         WindowStats::default()
     } else {
-        WindowStats { count, mean: sum / f64::from(count), min, max }
+        WindowStats {
+            count,
+            mean: sum / f64::from(count),
+            min,
+            max,
+        }
     }
 }
 
@@ -144,7 +172,10 @@ mod tests {
     use super::*;
     use crate::model::ReadingKind;
 
-    const P: SubjectKey = SubjectKey { kind: ReadingKind::Glucose, id: 1 };
+    const P: SubjectKey = SubjectKey {
+        kind: ReadingKind::Glucose,
+        id: 1,
+    };
     const MIN: i64 = 60_000;
 
     #[test]
@@ -172,7 +203,14 @@ mod tests {
         let w = h.window(P, MIN, 10 * MIN);
         assert_eq!((w.count, w.mean), (2, 110.0));
         assert_eq!(h.previous(P, MIN), None, "equal time is not previous");
-        assert_eq!(h.previous(P, 2 * MIN), Some(Previous { value: 120.0, at_ms: MIN }), "ties: largest value");
+        assert_eq!(
+            h.previous(P, 2 * MIN),
+            Some(Previous {
+                value: 120.0,
+                at_ms: MIN
+            }),
+            "ties: largest value"
+        );
     }
 
     #[test]
@@ -181,8 +219,18 @@ mod tests {
         for (t, id, v) in [(3, "c", 130.0), (1, "a", 110.0), (2, "b", 120.0)] {
             h.insert(P, t * MIN, id, v);
         }
-        assert_eq!(h.previous(P, 3 * MIN), Some(Previous { value: 120.0, at_ms: 2 * MIN }));
-        assert_eq!(h.window(P, 2 * MIN, 10 * MIN).count, 2, "later reading not in earlier window");
+        assert_eq!(
+            h.previous(P, 3 * MIN),
+            Some(Previous {
+                value: 120.0,
+                at_ms: 2 * MIN
+            })
+        );
+        assert_eq!(
+            h.window(P, 2 * MIN, 10 * MIN).count,
+            2,
+            "later reading not in earlier window"
+        );
     }
 
     #[test]
@@ -198,7 +246,10 @@ mod tests {
     #[test]
     fn subjects_are_separate() {
         let mut h = History::new(None);
-        let q = SubjectKey { kind: ReadingKind::Glucose, id: 2 };
+        let q = SubjectKey {
+            kind: ReadingKind::Glucose,
+            id: 2,
+        };
         h.insert(P, 0, "a", 100.0);
         h.insert(q, 0, "a", 300.0);
         assert_eq!(h.window(P, 0, MIN).mean, 100.0);

@@ -91,7 +91,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.inner.config).finish()
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -130,7 +132,8 @@ impl Engine {
         let engine = wasmtime::Engine::new(&c).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
-        RulePlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
+        RulePlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(err)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let tick = Duration::from_millis(config.epoch_tick_ms.max(1));
@@ -147,7 +150,15 @@ impl Engine {
                 .map_err(|e| EngineSetupError(e.to_string()))?;
         }
         let deadline_ticks = config.call_timeout_ms.div_ceil(config.epoch_tick_ms.max(1)) + 1;
-        Ok(Engine { inner: Arc::new(EngineInner { engine, linker, config, deadline_ticks, stop_ticker }) })
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                config,
+                deadline_ticks,
+                stop_ticker,
+            }),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -174,7 +185,9 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = RulePluginPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let mut live = self.instantiate(&pre, "(loading)".into()).map_err(|f| LoadError::Describe(f.detail))?;
+        let mut live = self
+            .instantiate(&pre, "(loading)".into())
+            .map_err(|f| LoadError::Describe(f.detail))?;
         live.store.set_epoch_deadline(self.inner.deadline_ticks);
         let raw = live
             .plugin
@@ -184,16 +197,25 @@ impl Engine {
         let info = bindings::info_from_wit(raw);
         params::validate_info(&info).map_err(LoadError::InvalidInfo)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
-        Ok(Arc::new(CompiledRule { info, sha256, pre, engine: self.clone() }))
+        Ok(Arc::new(CompiledRule {
+            info,
+            sha256,
+            pre,
+            engine: self.clone(),
+        }))
     }
 
     fn instantiate(&self, pre: &RulePluginPre<HostState>, rule: Arc<str>) -> Result<Live, Fault> {
         let cfg = &self.inner.config;
-        let mut store =
-            Store::new(&self.inner.engine, HostState::new(rule, cfg.max_memory_bytes, cfg.max_log_lines_per_call));
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(rule, cfg.max_memory_bytes, cfg.max_log_lines_per_call),
+        );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.inner.deadline_ticks);
-        let plugin = pre.instantiate(&mut store).map_err(|e| Fault::new(FaultKind::Trap, format!("instantiate: {e:#}")))?;
+        let plugin = pre
+            .instantiate(&mut store)
+            .map_err(|e| Fault::new(FaultKind::Trap, format!("instantiate: {e:#}")))?;
         Ok(Live { store, plugin })
     }
 }
@@ -208,7 +230,10 @@ pub struct CompiledRule {
 
 impl std::fmt::Debug for CompiledRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledRule").field("info", &self.info).field("sha256", &self.sha256).finish()
+        f.debug_struct("CompiledRule")
+            .field("info", &self.info)
+            .field("sha256", &self.sha256)
+            .finish()
     }
 }
 
@@ -237,7 +262,10 @@ struct Fault {
 
 impl Fault {
     fn new(kind: FaultKind, detail: impl Into<String>) -> Self {
-        Fault { kind, detail: detail.into() }
+        Fault {
+            kind,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -281,7 +309,10 @@ impl std::fmt::Debug for ActiveRule {
 
 impl ActiveRule {
     /// Enables a compiled rule with parameter overrides (validated against its declaration).
-    pub fn new(compiled: Arc<CompiledRule>, overrides: &BTreeMap<String, ParamValue>) -> Result<Self, String> {
+    pub fn new(
+        compiled: Arc<CompiledRule>,
+        overrides: &BTreeMap<String, ParamValue>,
+    ) -> Result<Self, String> {
         let params = params::resolve(&compiled.info, overrides)?;
         let wit_params = params.iter().copied().map(bindings::param_to_wit).collect();
         Ok(ActiveRule {
@@ -311,16 +342,28 @@ impl ActiveRule {
         self.quarantined.as_deref()
     }
 
-    fn call(&mut self, batch: &[wit::Reading], windows: &[wit::WindowStats]) -> Result<Vec<wit::Alert>, Fault> {
+    fn call(
+        &mut self,
+        batch: &[wit::Reading],
+        windows: &[wit::WindowStats],
+    ) -> Result<Vec<wit::Alert>, Fault> {
         let engine = self.compiled.engine.clone();
         if self.live.is_none() {
-            self.live = Some(engine.instantiate(&self.compiled.pre, Arc::from(self.compiled.info.name.as_str()))?);
+            self.live = Some(engine.instantiate(
+                &self.compiled.pre,
+                Arc::from(self.compiled.info.name.as_str()),
+            )?);
         }
         let live = self.live.as_mut().expect("instance just ensured");
         live.store.data_mut().begin_call();
         live.store.set_epoch_deadline(engine.inner.deadline_ticks);
         self.metrics.calls += 1;
-        let result = live.plugin.glucoguard_rules_rule().call_evaluate(&mut live.store, &self.wit_params, batch, windows);
+        let result = live.plugin.glucoguard_rules_rule().call_evaluate(
+            &mut live.store,
+            &self.wit_params,
+            batch,
+            windows,
+        );
         let output = live.store.data().output.take();
         if let Some(out) = &output {
             tracing::debug!(rule = %self.compiled.rule_ref(), "rule output: {out}");
@@ -334,7 +377,10 @@ impl ActiveRule {
         };
         match result {
             Ok(Ok(alerts)) => self.check_output(batch.len(), alerts),
-            Ok(Err(msg)) => Err(Fault::new(FaultKind::RuleError, with_output(msg.chars().take(1024).collect()))),
+            Ok(Err(msg)) => Err(Fault::new(
+                FaultKind::RuleError,
+                with_output(msg.chars().take(1024).collect()),
+            )),
             Err(e) => {
                 let memory = live.store.data().limits.denied;
                 let kind = if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
@@ -347,9 +393,15 @@ impl ActiveRule {
                 // A trapped instance refuses later calls: throw it away.
                 self.live = None;
                 let detail = match kind {
-                    FaultKind::Timeout => format!("exceeded the {} ms call deadline", engine.inner.config.call_timeout_ms),
+                    FaultKind::Timeout => format!(
+                        "exceeded the {} ms call deadline",
+                        engine.inner.config.call_timeout_ms
+                    ),
                     FaultKind::MemoryLimit => {
-                        format!("exceeded the memory cap of {} bytes: {e}", engine.inner.config.max_memory_bytes)
+                        format!(
+                            "exceeded the memory cap of {} bytes: {e}",
+                            engine.inner.config.max_memory_bytes
+                        )
                     }
                     _ => format!("{e:#}"),
                 };
@@ -358,7 +410,11 @@ impl ActiveRule {
         }
     }
 
-    fn check_output(&self, batch_len: usize, alerts: Vec<wit::Alert>) -> Result<Vec<wit::Alert>, Fault> {
+    fn check_output(
+        &self,
+        batch_len: usize,
+        alerts: Vec<wit::Alert>,
+    ) -> Result<Vec<wit::Alert>, Fault> {
         let cfg = &self.compiled.engine.inner.config;
         if alerts.len() > batch_len.saturating_mul(cfg.max_alerts_per_reading) {
             return Err(Fault::new(
@@ -374,14 +430,20 @@ impl ActiveRule {
         if bytes > cfg.max_output_bytes {
             return Err(Fault::new(
                 FaultKind::OutputLimit,
-                format!("returned {bytes} bytes of alert text (limit {})", cfg.max_output_bytes),
+                format!(
+                    "returned {bytes} bytes of alert text (limit {})",
+                    cfg.max_output_bytes
+                ),
             ));
         }
         for a in &alerts {
             if a.index as usize >= batch_len {
                 return Err(Fault::new(
                     FaultKind::InvalidOutput,
-                    format!("alert points at reading {} of a batch of {batch_len}", a.index),
+                    format!(
+                        "alert points at reading {} of a batch of {batch_len}",
+                        a.index
+                    ),
                 ));
             }
             if a.code.is_empty() || a.code.len() > 64 || a.message.is_empty() {
@@ -395,11 +457,20 @@ impl ActiveRule {
     }
 
     fn record_fault(&mut self, fault: &Fault, out: &mut Evaluation) {
-        *self.metrics.errors.entry(fault.kind.as_str().to_owned()).or_default() += 1;
+        *self
+            .metrics
+            .errors
+            .entry(fault.kind.as_str().to_owned())
+            .or_default() += 1;
         self.consecutive_faults += 1;
         let rule = self.compiled.rule_ref();
         tracing::warn!(rule = %rule, kind = fault.kind.as_str(), consecutive = self.consecutive_faults, "rule fault");
-        out.faults.push(RuleFault { rule: rule.clone(), kind: fault.kind, detail: fault.detail.clone(), at_ms: now_ms() });
+        out.faults.push(RuleFault {
+            rule: rule.clone(),
+            kind: fault.kind,
+            detail: fault.detail.clone(),
+            at_ms: now_ms(),
+        });
         let limit = self.compiled.engine.inner.config.quarantine_after_faults;
         if self.quarantined.is_none() && self.consecutive_faults >= limit {
             let reason = format!(
@@ -416,7 +487,13 @@ impl ActiveRule {
     }
 
     /// Evaluates the readings at `indices` of `batch`; never fails, records faults instead.
-    fn evaluate(&mut self, batch: &[Reading], indices: &[usize], inputs: &RuleInputs, out: &mut Evaluation) {
+    fn evaluate(
+        &mut self,
+        batch: &[Reading],
+        indices: &[usize],
+        inputs: &RuleInputs,
+        out: &mut Evaluation,
+    ) {
         if self.quarantined.is_some() || indices.is_empty() {
             return;
         }
@@ -450,11 +527,22 @@ impl ActiveRule {
 
     /// After a batch failed twice: evaluate its readings one at a time so the poison ones go
     /// to dead letters and the rest still get evaluated. Stops if the rule gets quarantined.
-    fn isolate(&mut self, batch: &[Reading], indices: &[usize], inputs: &RuleInputs, last: Fault, out: &mut Evaluation) {
+    fn isolate(
+        &mut self,
+        batch: &[Reading],
+        indices: &[usize],
+        inputs: &RuleInputs,
+        last: Fault,
+        out: &mut Evaluation,
+    ) {
         let rule = self.compiled.rule_ref();
         let poison = |fault: &Fault, reading: &Reading| DeadLetter {
             origin: format!("rule:{rule}"),
-            reason: format!("rule {rule} faulted on this reading ({}): {}", fault.kind.as_str(), fault.detail),
+            reason: format!(
+                "rule {rule} faulted on this reading ({}): {}",
+                fault.kind.as_str(),
+                fault.detail
+            ),
             payload: serde_json::to_string(reading).unwrap_or_default(),
             received_at_ms: now_ms(),
         };
@@ -482,7 +570,13 @@ impl ActiveRule {
         }
     }
 
-    fn push_alerts(&mut self, batch: &[Reading], indices: &[usize], alerts: Vec<wit::Alert>, out: &mut Evaluation) {
+    fn push_alerts(
+        &mut self,
+        batch: &[Reading],
+        indices: &[usize],
+        alerts: Vec<wit::Alert>,
+        out: &mut Evaluation,
+    ) {
         let rule = self.compiled.rule_ref();
         self.metrics.alerts += alerts.len() as u64;
         for a in alerts {
@@ -546,7 +640,11 @@ impl RuleSet {
 
     /// The history a host must keep for these rules: the longest declared window.
     pub fn lookback_ms(&self) -> i64 {
-        self.rules.iter().map(|r| r.info().lookback_ms()).max().unwrap_or(0)
+        self.rules
+            .iter()
+            .map(|r| r.info().lookback_ms())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Evaluates a batch through every enabled, unquarantined rule. The batch's readings
@@ -558,7 +656,9 @@ impl RuleSet {
                 continue;
             }
             let info = &rule.compiled.info;
-            let indices: Vec<usize> = (0..batch.len()).filter(|&i| info.wants(batch[i].kind())).collect();
+            let indices: Vec<usize> = (0..batch.len())
+                .filter(|&i| info.wants(batch[i].kind()))
+                .collect();
             if indices.is_empty() {
                 continue;
             }
@@ -569,18 +669,30 @@ impl RuleSet {
     }
 }
 
-fn lower_inputs(info: &RuleInfo, batch: &[Reading], indices: &[usize], history: &History) -> RuleInputs {
+fn lower_inputs(
+    info: &RuleInfo,
+    batch: &[Reading],
+    indices: &[usize],
+    history: &History,
+) -> RuleInputs {
     let w = info.windows.len();
     let mut readings = Vec::with_capacity(indices.len());
     let mut windows = Vec::with_capacity(indices.len() * w);
     for &i in indices {
         let r = &batch[i];
         let subject = r.subject();
-        readings.push(bindings::reading_to_wit(r, history.previous(subject, r.at_ms)));
+        readings.push(bindings::reading_to_wit(
+            r,
+            history.previous(subject, r.at_ms),
+        ));
         for spec in &info.windows {
             let stats = history.window(subject, r.at_ms, i64::from(spec.duration_secs) * 1000);
             windows.push(bindings::stats_to_wit(stats));
         }
     }
-    RuleInputs { readings, windows, windows_per_reading: w }
+    RuleInputs {
+        readings,
+        windows,
+        windows_per_reading: w,
+    }
 }

@@ -62,13 +62,20 @@ impl HostState {
             .stderr(output.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5a, 0x17, 0xc3, 0x08]))
-            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x2b, 0x91, 0x4e, 0xd6]))
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x5a, 0x17, 0xc3, 0x08,
+            ]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x2b, 0x91, 0x4e, 0xd6,
+            ]))
             .insecure_random_seed(0x6c75_636f_6775_6172);
         HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: MemoryLimit { max_bytes: max_memory_bytes, denied: false },
+            limits: MemoryLimit {
+                max_bytes: max_memory_bytes,
+                denied: false,
+            },
             output,
             rule,
             logs_left: logs_per_call,
@@ -86,7 +93,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -98,7 +108,12 @@ pub struct MemoryLimit {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -106,7 +121,12 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -203,7 +223,11 @@ impl Pollable for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -50,7 +50,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdValue<'a> {
                 Ok(IdValue::Int(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(if v >= 0 { IdValue::Int(v as u64) } else { IdValue::Neg(v) })
+                Ok(if v >= 0 {
+                    IdValue::Int(v as u64)
+                } else {
+                    IdValue::Neg(v)
+                })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok({
@@ -164,7 +168,10 @@ pub fn parse_reading(payload: &[u8]) -> Result<Reading, Invalid> {
 }
 
 fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
-    let ts = raw.timestamp.as_deref().ok_or_else(|| invalid("missing field `timestamp`"))?;
+    let ts = raw
+        .timestamp
+        .as_deref()
+        .ok_or_else(|| invalid("missing field `timestamp`"))?;
     let at_ms = parse_timestamp(ts)?;
     let device_id = id_field("device_id", raw.device_id.as_ref())?;
     let body = if let Some(level) = &raw.glucose_level {
@@ -172,7 +179,9 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
         let value = match level {
             NumberValue::Num(v) => *v,
             NumberValue::NotANumber(what) => {
-                return Err(invalid(format!("`glucose_level` must be a number, got {what}")));
+                return Err(invalid(format!(
+                    "`glucose_level` must be a number, got {what}"
+                )));
             }
         };
         let mg_dl = match raw.unit.as_deref().map(str::trim) {
@@ -180,7 +189,9 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
             Some(u) if u.eq_ignore_ascii_case("mg/dl") => value,
             Some(u) if u.eq_ignore_ascii_case("mmol/l") => value * MG_DL_PER_MMOL_L,
             Some(u) => {
-                return Err(invalid(format!("unknown `unit` {u:?}: expected \"mg/dL\" or \"mmol/L\"")));
+                return Err(invalid(format!(
+                    "unknown `unit` {u:?}: expected \"mg/dL\" or \"mmol/L\""
+                )));
             }
         };
         let (lo, hi) = GLUCOSE_RANGE_MG_DL;
@@ -207,7 +218,9 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
                 return Err(invalid("`battery_level` must be within 0..=100 percent"));
             }
             Some(NumberValue::NotANumber(what)) => {
-                return Err(invalid(format!("`battery_level` must be a number, got {what}")));
+                return Err(invalid(format!(
+                    "`battery_level` must be a number, got {what}"
+                )));
             }
         };
         let connectivity = match raw.connectivity_status.as_deref() {
@@ -220,12 +233,19 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
         };
         let error_codes: Vec<String> = match raw.error_codes {
             None => Vec::new(),
-            Some(ErrorCodes::List(v)) => v.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
-            Some(ErrorCodes::Joined(s)) => {
-                s.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()
-            }
+            Some(ErrorCodes::List(v)) => v
+                .iter()
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            Some(ErrorCodes::Joined(s)) => s
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
         };
-        if error_codes.len() > MAX_ERROR_CODES || error_codes.iter().any(|c| c.len() > MAX_TEXT_LEN) {
+        if error_codes.len() > MAX_ERROR_CODES || error_codes.iter().any(|c| c.len() > MAX_TEXT_LEN)
+        {
             return Err(invalid(format!(
                 "`error_codes` exceeds {MAX_ERROR_CODES} codes of at most {MAX_TEXT_LEN} characters"
             )));
@@ -250,7 +270,9 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
         Some(IdValue::Text(s)) => {
             let s = s.trim();
             if s.is_empty() || s.len() > MAX_TEXT_LEN {
-                return Err(invalid(format!("`reading_id` must be 1..={MAX_TEXT_LEN} characters")));
+                return Err(invalid(format!(
+                    "`reading_id` must be 1..={MAX_TEXT_LEN} characters"
+                )));
             }
             s.to_owned()
         }
@@ -263,10 +285,11 @@ fn id_field(name: &str, v: Option<&IdValue<'_>>) -> Result<u64, Invalid> {
     match v {
         None => Err(invalid(format!("missing field `{name}`"))),
         Some(IdValue::Int(v)) => Ok(*v),
-        Some(IdValue::Text(s)) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| invalid(format!("`{name}` must be a non-negative integer, got a non-numeric string"))),
+        Some(IdValue::Text(s)) => s.trim().parse::<u64>().map_err(|_| {
+            invalid(format!(
+                "`{name}` must be a non-negative integer, got a non-numeric string"
+            ))
+        }),
         Some(IdValue::Neg(_)) | Some(IdValue::Float) => {
             Err(invalid(format!("`{name}` must be a non-negative integer")))
         }
@@ -275,9 +298,9 @@ fn id_field(name: &str, v: Option<&IdValue<'_>>) -> Result<u64, Invalid> {
 
 fn bounded_text(name: &str, v: Option<Cow<'_, str>>) -> Result<Option<String>, Invalid> {
     match v {
-        Some(s) if s.len() > MAX_TEXT_LEN => {
-            Err(invalid(format!("`{name}` longer than {MAX_TEXT_LEN} characters")))
-        }
+        Some(s) if s.len() > MAX_TEXT_LEN => Err(invalid(format!(
+            "`{name}` longer than {MAX_TEXT_LEN} characters"
+        ))),
         Some(s) if s.trim().is_empty() => Ok(None),
         Some(s) => Ok(Some(s.trim().to_owned())),
         None => Ok(None),
@@ -298,7 +321,12 @@ fn derive_reading_id(at_ms: EpochMs, body: &Body) -> String {
         Body::Device(d) => {
             h.update(b"d");
             h.update(d.device_id.to_le_bytes());
-            h.update(d.battery_pct.map(f64::to_bits).unwrap_or(u64::MAX).to_le_bytes());
+            h.update(
+                d.battery_pct
+                    .map(f64::to_bits)
+                    .unwrap_or(u64::MAX)
+                    .to_le_bytes(),
+            );
             h.update(d.connectivity.as_str().as_bytes());
             h.update(d.firmware_version.as_deref().unwrap_or("").as_bytes());
             for c in &d.error_codes {
@@ -334,8 +362,16 @@ pub fn parse_timestamp(s: &str) -> Result<EpochMs, Invalid> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
-        return Err(invalid(format!("`timestamp` {s:?} is not a valid date and time")));
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(invalid(format!(
+            "`timestamp` {s:?} is not a valid date and time"
+        )));
     }
     let rest = &b[19..];
     let (millis, tz) = match b[10] {
@@ -411,7 +447,9 @@ mod tests {
     use super::*;
 
     fn chrono_ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
@@ -425,12 +463,22 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(s).unwrap(), chrono_ms(s), "{s}");
         }
-        assert_eq!(parse_timestamp("2026-11-28 10:05:00").unwrap(), chrono_ms("2026-11-28T10:05:00Z"));
+        assert_eq!(
+            parse_timestamp("2026-11-28 10:05:00").unwrap(),
+            chrono_ms("2026-11-28T10:05:00Z")
+        );
     }
 
     #[test]
     fn timestamps_rejected() {
-        for s in ["2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-11-28", "2026-11-28T10:05:00", "yesterday", "2026-11-28 10:05:00Z"] {
+        for s in [
+            "2026-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28",
+            "2026-11-28T10:05:00",
+            "yesterday",
+            "2026-11-28 10:05:00Z",
+        ] {
             assert!(parse_timestamp(s).is_err(), "{s} should be rejected");
         }
     }
@@ -439,10 +487,20 @@ mod tests {
     fn glucose_reading_parses_with_both_id_forms() {
         let r = parse_reading(br#"{"reading_id":42,"patient_id":7,"device_id":"9","glucose_level":120.5,"timestamp":"2026-11-28 10:00:00","location":"home"}"#).unwrap();
         assert_eq!(r.id, "42");
-        assert_eq!(r.body, Body::Glucose(Glucose { patient_id: 7, device_id: 9, mg_dl: 120.5, location: Some("home".into()) }));
+        assert_eq!(
+            r.body,
+            Body::Glucose(Glucose {
+                patient_id: 7,
+                device_id: 9,
+                mg_dl: 120.5,
+                location: Some("home".into())
+            })
+        );
         let r = parse_reading(br#"{"reading_id":"abc","patient_id":7,"device_id":9,"glucose_level":6.5,"unit":"mmol/L","timestamp":"2026-11-28T10:00:00Z"}"#).unwrap();
         assert_eq!(r.id, "abc");
-        let Body::Glucose(g) = r.body else { panic!("not glucose") };
+        let Body::Glucose(g) = r.body else {
+            panic!("not glucose")
+        };
         assert!((g.mg_dl - 6.5 * MG_DL_PER_MMOL_L).abs() < 1e-9);
     }
 
@@ -459,7 +517,9 @@ mod tests {
     #[test]
     fn device_telemetry_parses() {
         let r = parse_reading(br#"{"device_id":3,"timestamp":"2026-11-28T10:00:00Z","battery_level":55,"firmware_version":"1.2.3","connectivity_status":"Poor Connection","error_codes":"E1, E2"}"#).unwrap();
-        let Body::Device(d) = r.body else { panic!("not device") };
+        let Body::Device(d) = r.body else {
+            panic!("not device")
+        };
         assert_eq!(d.connectivity, Connectivity::Poor);
         assert_eq!(d.error_codes, vec!["E1", "E2"]);
         assert_eq!(d.battery_pct, Some(55.0));
@@ -481,9 +541,19 @@ mod tests {
         ];
         for (payload, expected) in cases {
             let err = parse_reading(payload).expect_err(std::str::from_utf8(payload).unwrap());
-            assert!(err.0.contains(expected), "{:?}: got {:?}", std::str::from_utf8(payload), err.0);
+            assert!(
+                err.0.contains(expected),
+                "{:?}: got {:?}",
+                std::str::from_utf8(payload),
+                err.0
+            );
         }
         let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert!(parse_reading(&big).unwrap_err().0.contains("exceeds the limit"));
+        assert!(
+            parse_reading(&big)
+                .unwrap_err()
+                .0
+                .contains("exceeds the limit")
+        );
     }
 }

@@ -10,7 +10,9 @@ pub mod rules;
 
 use crate::engine::history::History;
 use crate::engine::{Evaluation, RuleMetrics, RuleSet};
-use crate::model::{DeadLetter, EpochMs, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse};
+use crate::model::{
+    DeadLetter, EpochMs, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse,
+};
 use crate::sinks::Notifier;
 use crate::sources::{EmbeddedSource, SourceItem};
 use crate::store::{AlertStatus, Store, WriteBatch};
@@ -41,7 +43,13 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { max_batch: 256, max_wait_ms: 20, queue_capacity: 4096, suppress_secs: 900, lateness_secs: 3600 }
+        PipelineConfig {
+            max_batch: 256,
+            max_wait_ms: 20,
+            queue_capacity: 4096,
+            suppress_secs: 900,
+            lateness_secs: 3600,
+        }
     }
 }
 
@@ -113,7 +121,10 @@ impl PipelineHandle {
     /// once the swap took effect.
     pub async fn reload_rules(&self) -> Result<(), RuleError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Reload(tx)).await.map_err(|_| RuleError::Stopped)?;
+        self.commands
+            .send(Command::Reload(tx))
+            .await
+            .map_err(|_| RuleError::Stopped)?;
         rx.await.map_err(|_| RuleError::Stopped)?
     }
 
@@ -166,7 +177,12 @@ impl Pipeline {
         };
         p.rebuild_history().await?;
         p.publish_stats();
-        let handle = PipelineHandle { input: input_tx, commands: commands_tx, stats: stats_rx, manager };
+        let handle = PipelineHandle {
+            input: input_tx,
+            commands: commands_tx,
+            stats: stats_rx,
+            manager,
+        };
         Ok((p, handle))
     }
 
@@ -183,7 +199,11 @@ impl Pipeline {
                 history.insert(r.subject(), r.at_ms, &r.id, v);
             }
         }
-        tracing::info!(readings = history.len(), retention_ms = keep, "windows rebuilt from the store");
+        tracing::info!(
+            readings = history.len(),
+            retention_ms = keep,
+            "windows rebuilt from the store"
+        );
         self.history = history;
         Ok(())
     }
@@ -206,7 +226,11 @@ impl Pipeline {
                 }
             }
         }
-        tracing::info!(batches = self.stats.batches, readings = self.stats.readings, "pipeline drained and stopped");
+        tracing::info!(
+            batches = self.stats.batches,
+            readings = self.stats.readings,
+            "pipeline drained and stopped"
+        );
     }
 
     /// Tops a partial batch up until it is full or `max_wait_ms` passed.
@@ -229,13 +253,19 @@ impl Pipeline {
                     Ok(set) => {
                         let widened = set.lookback_ms() > self.rules.lookback_ms();
                         self.rules = set;
-                        if widened { self.rebuild_history().await } else { Ok(()) }
+                        if widened {
+                            self.rebuild_history().await
+                        } else {
+                            Ok(())
+                        }
                     }
                     Err(e) => Err(e),
                 };
                 if result.is_err() {
                     // Keep serving with what the store describes, minus what failed to build.
-                    tracing::warn!("rule reload failed; continuing with the rules that loaded before");
+                    tracing::warn!(
+                        "rule reload failed; continuing with the rules that loaded before"
+                    );
                 }
                 self.history.set_retention_ms(Some(self.retention_ms()));
                 self.publish_stats();
@@ -267,8 +297,16 @@ impl Pipeline {
                     }
                 }
                 Err(reason) => {
-                    let payload = String::from_utf8_lossy(&item.payload[..item.payload.len().min(parse::MAX_PAYLOAD_BYTES)]).into_owned();
-                    dead_letters.push(DeadLetter { origin: item.origin.to_string(), reason: reason.0, payload, received_at_ms });
+                    let payload = String::from_utf8_lossy(
+                        &item.payload[..item.payload.len().min(parse::MAX_PAYLOAD_BYTES)],
+                    )
+                    .into_owned();
+                    dead_letters.push(DeadLetter {
+                        origin: item.origin.to_string(),
+                        reason: reason.0,
+                        payload,
+                        received_at_ms,
+                    });
                 }
             }
             acks.push(item.ack);
@@ -283,12 +321,18 @@ impl Pipeline {
         for a in eval.alerts {
             let subject = SubjectKey {
                 kind: a.kind,
-                id: if a.kind == ReadingKind::Glucose { a.patient_id.unwrap_or(a.device_id) } else { a.device_id },
+                id: if a.kind == ReadingKind::Glucose {
+                    a.patient_id.unwrap_or(a.device_id)
+                } else {
+                    a.device_id
+                },
             };
             let key = (subject, a.rule.name.clone());
             let suppress_ms = self.config.suppress_secs as i64 * 1000;
             let status = match self.last_notified.get(&key) {
-                Some(&(at, sev)) if (a.at_ms - at).abs() < suppress_ms && a.severity <= sev => AlertStatus::Suppressed,
+                Some(&(at, sev)) if (a.at_ms - at).abs() < suppress_ms && a.severity <= sev => {
+                    AlertStatus::Suppressed
+                }
                 _ => {
                     self.last_notified.insert(key, (a.at_ms, a.severity));
                     AlertStatus::Open

@@ -28,7 +28,11 @@ pub struct RuleManager {
 
 impl RuleManager {
     pub fn new(engine: Engine, store: Arc<dyn Store>) -> Self {
-        RuleManager { engine, store, compiled: Mutex::new(HashMap::new()) }
+        RuleManager {
+            engine,
+            store,
+            compiled: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -37,14 +41,19 @@ impl RuleManager {
 
     fn compile(&self, wasm: &[u8]) -> Result<Arc<CompiledRule>, RuleError> {
         let rule = self.engine.load(wasm)?;
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(rule.sha256().to_owned(), rule.clone());
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rule.sha256().to_owned(), rule.clone());
         Ok(rule)
     }
 
     /// Checks and stores a new rule version without enabling it.
     pub async fn upload(&self, wasm: &[u8]) -> Result<RuleInfo, RuleError> {
         let rule = self.compile(wasm)?;
-        self.store.put_rule_version(rule.info(), rule.sha256(), wasm).await?;
+        self.store
+            .put_rule_version(rule.info(), rule.sha256(), wasm)
+            .await?;
         Ok(rule.info().clone())
     }
 
@@ -61,15 +70,27 @@ impl RuleManager {
             Some(v) => mine.iter().find(|r| r.info.version == v),
             None => mine.last(),
         }
-        .ok_or_else(|| RuleError::Invalid(format!("no uploaded version {} of rule {name}", version.unwrap_or("(any)"))))?;
+        .ok_or_else(|| {
+            RuleError::Invalid(format!(
+                "no uploaded version {} of rule {name}",
+                version.unwrap_or("(any)")
+            ))
+        })?;
         if let Some(reason) = &chosen.quarantine_reason {
             return Err(RuleError::Invalid(format!(
                 "{name}@{} is quarantined ({reason}); release it first",
                 chosen.info.version
             )));
         }
-        let current = self.store.rule_states().await?.into_iter().find(|s| s.name == name);
-        let params = params.or_else(|| current.map(|c| c.params)).unwrap_or_default();
+        let current = self
+            .store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name);
+        let params = params
+            .or_else(|| current.map(|c| c.params))
+            .unwrap_or_default();
         crate::engine::params::resolve(&chosen.info, &params).map_err(RuleError::Invalid)?;
         let state = RuleState {
             name: name.to_owned(),
@@ -112,11 +133,14 @@ impl RuleManager {
             .iter()
             .position(|v| v.info.version == state.active_version)
             .ok_or_else(|| RuleError::Invalid(format!("active version of {name} is missing")))?;
-        let previous = pos
-            .checked_sub(1)
-            .map(|i| mine[i])
-            .ok_or_else(|| RuleError::Invalid(format!("{name}@{} has no earlier version", state.active_version)))?;
-        self.enable(name, Some(&previous.info.version), Some(state.params)).await
+        let previous = pos.checked_sub(1).map(|i| mine[i]).ok_or_else(|| {
+            RuleError::Invalid(format!(
+                "{name}@{} has no earlier version",
+                state.active_version
+            ))
+        })?;
+        self.enable(name, Some(&previous.info.version), Some(state.params))
+            .await
     }
 
     /// Builds the rule set the store describes: enabled rules at their active version,
@@ -126,25 +150,41 @@ impl RuleManager {
         let versions = self.store.rule_versions().await?;
         let mut rules = Vec::new();
         for s in states.iter().filter(|s| s.enabled) {
-            let Some(v) = versions.iter().find(|v| v.info.name == s.name && v.info.version == s.active_version) else {
+            let Some(v) = versions
+                .iter()
+                .find(|v| v.info.name == s.name && v.info.version == s.active_version)
+            else {
                 continue;
             };
             if v.quarantine_reason.is_some() {
                 continue;
             }
-            let cached = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&v.sha256).cloned();
+            let cached = self
+                .compiled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&v.sha256)
+                .cloned();
             let compiled = match cached {
                 Some(c) => c,
                 None => {
-                    let wasm = self.store.rule_wasm(&RuleRef { name: s.name.clone(), version: s.active_version.clone() }).await?;
+                    let wasm = self
+                        .store
+                        .rule_wasm(&RuleRef {
+                            name: s.name.clone(),
+                            version: s.active_version.clone(),
+                        })
+                        .await?;
                     self.compile(&wasm)?
                 }
             };
-            let params = crate::engine::params::resolve(compiled.info(), &s.params).map_err(RuleError::Invalid)?;
-            if let Some(pos) = current
-                .iter()
-                .position(|r| r.compiled().sha256() == compiled.sha256() && r.params() == params.as_slice() && r.quarantined().is_none())
-            {
+            let params = crate::engine::params::resolve(compiled.info(), &s.params)
+                .map_err(RuleError::Invalid)?;
+            if let Some(pos) = current.iter().position(|r| {
+                r.compiled().sha256() == compiled.sha256()
+                    && r.params() == params.as_slice()
+                    && r.quarantined().is_none()
+            }) {
                 rules.push(current.swap_remove(pos));
             } else {
                 rules.push(ActiveRule::new(compiled, &s.params).map_err(RuleError::Invalid)?);

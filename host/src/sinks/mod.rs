@@ -25,7 +25,10 @@ impl Notifier for ConsoleNotifier {
     fn notify(&self, alerts: &[Alert]) {
         let mut out = std::io::stdout().lock();
         for a in alerts {
-            let who = a.patient_id.map(|p| format!("patient {p}")).unwrap_or_else(|| format!("device {}", a.device_id));
+            let who = a
+                .patient_id
+                .map(|p| format!("patient {p}"))
+                .unwrap_or_else(|| format!("device {}", a.device_id));
             let _ = writeln!(
                 out,
                 "ALERT {} {:<8} {who:<12} {} {}: {}",
@@ -48,7 +51,9 @@ pub struct LiveFeed {
 
 impl LiveFeed {
     pub fn new(capacity: usize) -> Self {
-        LiveFeed { tx: broadcast::channel(capacity).0 }
+        LiveFeed {
+            tx: broadcast::channel(capacity).0,
+        }
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Alert> {
         self.tx.subscribe()

@@ -28,7 +28,11 @@ impl Ack {
 
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Ack(pending)" } else { "Ack(none)" })
+        f.write_str(if self.0.is_some() {
+            "Ack(pending)"
+        } else {
+            "Ack(none)"
+        })
     }
 }
 
@@ -55,7 +59,10 @@ pub struct Closed;
 
 impl EmbeddedSource {
     pub fn new(tx: mpsc::Sender<SourceItem>, origin: &str) -> Self {
-        EmbeddedSource { tx, origin: Arc::from(origin) }
+        EmbeddedSource {
+            tx,
+            origin: Arc::from(origin),
+        }
     }
 
     pub async fn send(&self, payload: Vec<u8>) -> Result<(), Closed> {
@@ -63,13 +70,24 @@ impl EmbeddedSource {
     }
 
     pub async fn send_with_ack(&self, payload: Vec<u8>, ack: Ack) -> Result<(), Closed> {
-        self.tx.send(SourceItem { payload, origin: self.origin.clone(), ack }).await.map_err(|_| Closed)
+        self.tx
+            .send(SourceItem {
+                payload,
+                origin: self.origin.clone(),
+                ack,
+            })
+            .await
+            .map_err(|_| Closed)
     }
 
     /// For producer threads outside the runtime (the simulator).
     pub fn blocking_send(&self, payload: Vec<u8>) -> Result<(), Closed> {
         self.tx
-            .blocking_send(SourceItem { payload, origin: self.origin.clone(), ack: Ack::none() })
+            .blocking_send(SourceItem {
+                payload,
+                origin: self.origin.clone(),
+                ack: Ack::none(),
+            })
             .map_err(|_| Closed)
     }
 }

@@ -108,7 +108,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Readings with event time in (newest − lookback, newest], oldest first, for rebuilding
     /// windows on start. `newest` is the newest stored reading's time.
-    fn recent_readings(&self, lookback_ms: EpochMs) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>>;
+    fn recent_readings(
+        &self,
+        lookback_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>>;
 
     /// Stores a rule version. The same name and version with other bytes is a conflict:
     /// released versions are immutable.
@@ -128,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>>;
 
     /// Clears a version's quarantine so it can be enabled again.
-    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef)
+    -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
 

@@ -1,21 +1,32 @@
 //! The embedded OLTP store on SQLite (sqlx): one file, WAL mode, batched idempotent writes.
 
 use super::{
-    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch,
+    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
+    WriteBatch,
 };
 use crate::model::{
-    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading, ReadingKind,
-    RuleFault, RuleInfo, RuleRef, Severity, now_ms,
+    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading,
+    ReadingKind, RuleFault, RuleInfo, RuleRef, Severity, now_ms,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "prototype", sql: include_str!("../../migrations/sqlite/0001_prototype.sql") },
-    Migration { version: 2, name: "platform", sql: include_str!("../../migrations/sqlite/0002_platform.sql") },
+    Migration {
+        version: 1,
+        name: "prototype",
+        sql: include_str!("../../migrations/sqlite/0001_prototype.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "platform",
+        sql: include_str!("../../migrations/sqlite/0002_platform.sql"),
+    },
 ];
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound variables; the widest row has 13).
@@ -41,7 +52,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
@@ -59,20 +73,23 @@ impl SqliteStore {
         .await?;
         for m in MIGRATIONS {
             let mut tx = self.pool.begin().await?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT Version FROM _glucoguard_migrations WHERE Version = ?")
-                .bind(m.version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT Version FROM _glucoguard_migrations WHERE Version = ?")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if done.is_some() {
                 continue;
             }
             sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO _glucoguard_migrations (Version, Name, AppliedAtMs) VALUES (?, ?, ?)")
-                .bind(m.version)
-                .bind(m.name)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO _glucoguard_migrations (Version, Name, AppliedAtMs) VALUES (?, ?, ?)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         Ok(())
@@ -151,7 +168,9 @@ impl SqliteStore {
                 "INSERT OR IGNORE INTO AlertLifecycle (AlertID, Status, UpdatedAtMs) ",
             );
             q.push_values(chunk, |mut row, (a, status)| {
-                row.push_bind(&a.id).push_bind(status.as_str()).push_bind(b.received_at_ms);
+                row.push_bind(&a.id)
+                    .push_bind(status.as_str())
+                    .push_bind(b.received_at_ms);
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -220,7 +239,11 @@ fn reading_from_device_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading, Sto
             battery_pct: row.try_get("BatteryLevel")?,
             firmware_version: row.try_get("FirmwareVersion")?,
             connectivity: Connectivity::parse(&connectivity).unwrap_or(Connectivity::Unknown),
-            error_codes: codes.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            error_codes: codes
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
         }),
     })
 }
@@ -234,27 +257,36 @@ impl Store for SqliteStore {
         Box::pin(self.write(batch))
     }
 
-    fn recent_readings(&self, lookback_ms: EpochMs) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
+    fn recent_readings(
+        &self,
+        lookback_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
         Box::pin(async move {
             let newest: Option<i64> = sqlx::query_scalar(
                 "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData)",
             )
             .fetch_one(&self.pool)
             .await?;
-            let Some(newest) = newest else { return Ok(Vec::new()) };
+            let Some(newest) = newest else {
+                return Ok(Vec::new());
+            };
             let since = newest - lookback_ms;
             let mut out = Vec::new();
-            for row in sqlx::query("SELECT * FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs")
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?
+            for row in sqlx::query(
+                "SELECT * FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs",
+            )
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?
             {
                 out.push(reading_from_glucose_row(&row)?);
             }
-            for row in sqlx::query("SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs")
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?
+            for row in sqlx::query(
+                "SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs",
+            )
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?
             {
                 out.push(reading_from_device_row(&row)?);
             }
@@ -263,14 +295,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_rule_version<'a>(&'a self, info: &'a RuleInfo, sha256: &'a str, wasm: &'a [u8]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn put_rule_version<'a>(
+        &'a self,
+        info: &'a RuleInfo,
+        sha256: &'a str,
+        wasm: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?")
-                    .bind(&info.name)
-                    .bind(&info.version)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?",
+            )
+            .bind(&info.name)
+            .bind(&info.version)
+            .fetch_optional(&self.pool)
+            .await?;
             match existing {
                 Some(s) if s == sha256 => Ok(()),
                 Some(_) => Err(StoreError::Conflict(format!(
@@ -278,7 +316,8 @@ impl Store for SqliteStore {
                     info.name, info.version
                 ))),
                 None => {
-                    let info_json = serde_json::to_string(info).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let info_json = serde_json::to_string(info)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     sqlx::query("INSERT INTO RuleVersions (RuleName, Version, Sha256, Wasm, Info, UploadedAtMs) VALUES (?, ?, ?, ?, ?, ?)")
                         .bind(&info.name)
                         .bind(&info.version)
@@ -305,7 +344,8 @@ impl Store for SqliteStore {
                 .map(|row| {
                     let info: String = row.try_get("Info")?;
                     Ok(RuleVersionRecord {
-                        info: serde_json::from_str(&info).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        info: serde_json::from_str(&info)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         sha256: row.try_get("Sha256")?,
                         quarantine_reason: row.try_get("QuarantineReason")?,
                         uploaded_at_ms: row.try_get("UploadedAtMs")?,
@@ -328,7 +368,8 @@ impl Store for SqliteStore {
 
     fn put_rule_state<'a>(&'a self, s: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let params = serde_json::to_string(&s.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let params =
+                serde_json::to_string(&s.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs) VALUES (?, ?, ?, ?, ?) \
                  ON CONFLICT (RuleName) DO UPDATE SET ActiveVersion = excluded.ActiveVersion, Enabled = excluded.Enabled, \
@@ -357,7 +398,8 @@ impl Store for SqliteStore {
                         name: row.try_get("RuleName")?,
                         active_version: row.try_get("ActiveVersion")?,
                         enabled: row.try_get("Enabled")?,
-                        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        params: serde_json::from_str(&params)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         updated_at_ms: row.try_get("UpdatedAtMs")?,
                     })
                 })
@@ -365,7 +407,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn release_quarantine<'a>(
+        &'a self,
+        rule: &'a RuleRef,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("UPDATE RuleVersions SET Status = 'ok', QuarantineReason = NULL WHERE RuleName = ? AND Version = ?")
                 .bind(&rule.name)
@@ -430,14 +475,22 @@ impl Store for SqliteStore {
                     let status: String = row.try_get("Status")?;
                     let alert = Alert {
                         id: row.try_get("AlertID")?,
-                        rule: RuleRef { name: row.try_get("RuleName")?, version: row.try_get("RuleVersion")? },
+                        rule: RuleRef {
+                            name: row.try_get("RuleName")?,
+                            version: row.try_get("RuleVersion")?,
+                        },
                         reading_id: row.try_get("ReadingID")?,
                         patient_id: patient.map(|p| p as u64),
                         device_id: u64_col(row, "DeviceID")?,
-                        kind: if kind == "device" { ReadingKind::Device } else { ReadingKind::Glucose },
+                        kind: if kind == "device" {
+                            ReadingKind::Device
+                        } else {
+                            ReadingKind::Glucose
+                        },
                         at_ms: row.try_get("TimestampMs")?,
                         code: row.try_get("Code")?,
-                        severity: Severity::parse(&severity).ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
+                        severity: Severity::parse(&severity)
+                            .ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
                         message: row.try_get("Message")?,
                         value: row.try_get("Value")?,
                     };
@@ -464,7 +517,10 @@ impl Store for SqliteStore {
                 .map(|row| {
                     let kind: String = row.try_get("Kind")?;
                     Ok(RuleFault {
-                        rule: RuleRef { name: row.try_get("RuleName")?, version: row.try_get("Version")? },
+                        rule: RuleRef {
+                            name: row.try_get("RuleName")?,
+                            version: row.try_get("Version")?,
+                        },
                         kind: FaultKind::ALL
                             .into_iter()
                             .find(|k| k.as_str() == kind)

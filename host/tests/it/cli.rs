@@ -32,12 +32,28 @@ fn backtest_writes_one_alert_per_line_naming_the_given_reading_ids() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("4 lines, 3 readings, 0 duplicates, 1 invalid"), "{stdout}");
-    assert!(stdout.contains("invalid line 4: malformed JSON"), "{stdout}");
-    let alerts: Vec<serde_json::Value> =
-        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ids: Vec<&str> = alerts.iter().map(|a| a["reading_id"].as_str().unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("4 lines, 3 readings, 0 duplicates, 1 invalid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid line 4: malformed JSON"),
+        "{stdout}"
+    );
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["reading_id"].as_str().unwrap())
+        .collect();
     // first: 113 > 104; late: (113+100)/2 = 106.5 > 104; 3: (100+100)/2 = 100 (first is exactly 10 min older).
     assert_eq!(ids, vec!["first", "late"]);
     assert_eq!(alerts[1]["code"], "high-average");
@@ -64,7 +80,11 @@ fn backtest_rejects_unknown_parameters_clearly() {
 
 #[test]
 fn rules_inspect_prints_the_declaration_or_the_rejection() {
-    let out = glucoguard().args(["rules", "inspect"]).arg(plugin_path("glucoguard_default_rule")).output().unwrap();
+    let out = glucoguard()
+        .args(["rules", "inspect"])
+        .arg(plugin_path("glucoguard_default_rule"))
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(s.contains("default-glucose@1.0.0"), "{s}");
@@ -72,8 +92,15 @@ fn rules_inspect_prints_the_declaration_or_the_rejection() {
     assert!(s.contains("param high_mg_dl: Float = 115 [40, 600]"), "{s}");
     assert!(s.contains("param avg_high_mg_dl: Float = 105"), "{s}");
 
-    let out = glucoguard().args(["rules", "inspect"]).arg(plugin_path("forbidden_import")).output().unwrap();
+    let out = glucoguard()
+        .args(["rules", "inspect"])
+        .arg(plugin_path("forbidden_import"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("imports forbidden interfaces") && e.contains("wasi:filesystem"), "{e}");
+    assert!(
+        e.contains("imports forbidden interfaces") && e.contains("wasi:filesystem"),
+        "{e}"
+    );
 }

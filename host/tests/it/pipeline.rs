@@ -13,9 +13,15 @@ use std::time::Duration;
 
 fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
     Config {
-        store: StoreConfig::Sqlite { path: db.to_path_buf() },
+        store: StoreConfig::Sqlite {
+            path: db.to_path_buf(),
+        },
         engine: test_engine_config(),
-        pipeline: PipelineConfig { max_batch: 32, max_wait_ms: 2, ..PipelineConfig::default() },
+        pipeline: PipelineConfig {
+            max_batch: 32,
+            max_wait_ms: 2,
+            ..PipelineConfig::default()
+        },
         file_sources: vec![],
         rules,
         console: false,
@@ -26,7 +32,10 @@ fn rule(name: &str, params: &[(&str, f64)]) -> RuleConfig {
     RuleConfig {
         path: plugin_path(name),
         enabled: true,
-        params: params.iter().map(|(k, v)| ((*k).to_owned(), glucoguard::model::ParamValue::Float(*v))).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), glucoguard::model::ParamValue::Float(*v)))
+            .collect(),
     }
 }
 
@@ -37,7 +46,15 @@ async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
     let mut sent = 0;
     for p in payloads {
         let a = acked.clone();
-        source.send_with_ack(p.into_bytes(), Ack::new(move || { a.fetch_add(1, Ordering::SeqCst); })).await.unwrap();
+        source
+            .send_with_ack(
+                p.into_bytes(),
+                Ack::new(move || {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .await
+            .unwrap();
         sent += 1;
     }
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -51,13 +68,21 @@ async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
 
 async fn stop(app: App) {
     app.handle.shutdown().await;
-    tokio::time::timeout(Duration::from_secs(30), app.pipeline).await.expect("drains").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), app.pipeline)
+        .await
+        .expect("drains")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inputs_land_in_dead_letters_with_reasons_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app::start(&config(&dir.path().join("g.db"), vec![rule("glucoguard_default_rule", &[])])).await.unwrap();
+    let app = app::start(&config(
+        &dir.path().join("g.db"),
+        vec![rule("glucoguard_default_rule", &[])],
+    ))
+    .await
+    .unwrap();
     let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(20_000));
     send_all(
         &app,
@@ -75,12 +100,32 @@ async fn malformed_inputs_land_in_dead_letters_with_reasons_and_the_stream_goes_
     let counts = app.store.counts().await.unwrap();
     assert_eq!(counts.glucose_readings, 2);
     assert_eq!(counts.dead_letters, 5);
-    let reasons: Vec<String> = app.store.dead_letters(10).await.unwrap().into_iter().map(|d| d.reason).collect();
-    for expected in ["malformed JSON", "must be a number", "plausible range", "missing field `timestamp`", "exceeds the limit"] {
-        assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter says {expected:?}: {reasons:?}");
+    let reasons: Vec<String> = app
+        .store
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    for expected in [
+        "malformed JSON",
+        "must be a number",
+        "plausible range",
+        "missing field `timestamp`",
+        "exceeds the limit",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter says {expected:?}: {reasons:?}"
+        );
     }
     let dl = app.store.dead_letters(10).await.unwrap();
-    assert!(dl.iter().any(|d| d.payload == "{not json" && d.origin == "test"), "raw payload kept");
+    assert!(
+        dl.iter()
+            .any(|d| d.payload == "{not json" && d.origin == "test"),
+        "raw payload kept"
+    );
     stop(app).await;
 }
 
@@ -88,23 +133,44 @@ async fn malformed_inputs_land_in_dead_letters_with_reasons_and_the_stream_goes_
 async fn replaying_the_same_readings_adds_no_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("g.db");
-    let readings: Vec<String> = (0..200).map(|i| glucose_json(&format!("r{i}"), i % 4, T0 + i as i64 * MIN, 90.0 + (i % 50) as f64)).collect();
-    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])])).await.unwrap();
+    let readings: Vec<String> = (0..200)
+        .map(|i| {
+            glucose_json(
+                &format!("r{i}"),
+                i % 4,
+                T0 + i as i64 * MIN,
+                90.0 + (i % 50) as f64,
+            )
+        })
+        .collect();
+    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
+        .await
+        .unwrap();
     send_all(&app, readings.clone()).await;
     let first = app.store.counts().await.unwrap();
     assert_eq!(first.glucose_readings, 200);
     assert!(first.alerts > 20, "the data alerts: {first:?}");
     send_all(&app, readings.clone()).await;
-    assert_eq!(app.store.counts().await.unwrap(), first, "replay in the same run");
+    assert_eq!(
+        app.store.counts().await.unwrap(),
+        first,
+        "replay in the same run"
+    );
     // Readings inside the history horizon (10-min lookback + 60-min lateness) are recognised
     // as duplicates and not re-evaluated: 18 per patient at 4-minute spacing. Older ones are
     // re-evaluated to the same alert ids, which the store ignores (counts above).
     assert_eq!(app.handle.stats().duplicates, 4 * 18);
     stop(app).await;
     // And after a restart, where the windows come back from the store.
-    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])])).await.unwrap();
+    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
+        .await
+        .unwrap();
     send_all(&app, readings).await;
-    assert_eq!(app.store.counts().await.unwrap(), first, "replay after restart");
+    assert_eq!(
+        app.store.counts().await.unwrap(),
+        first,
+        "replay after restart"
+    );
     stop(app).await;
 }
 
@@ -112,16 +178,23 @@ async fn replaying_the_same_readings_adds_no_rows() {
 async fn a_restart_rebuilds_windows_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("g.db");
-    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])])).await.unwrap();
+    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
+        .await
+        .unwrap();
     send_all(&app, [glucose_json("a", 7, T0, 113.0)]).await;
     stop(app).await;
 
-    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])])).await.unwrap();
+    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
+        .await
+        .unwrap();
     // Alone, 100 mg/dL raises nothing; with `a` from before the restart the 10-minute
     // average is 106.5 and it must alert.
     send_all(&app, [glucose_json("b", 7, T0 + 5 * MIN, 100.0)]).await;
     let alerts = app.store.alerts(10).await.unwrap();
-    let b = alerts.iter().find(|(a, _)| a.reading_id == "b").expect("b alerted: the window survived the restart");
+    let b = alerts
+        .iter()
+        .find(|(a, _)| a.reading_id == "b")
+        .expect("b alerted: the window survived the restart");
     assert_eq!(b.0.code, "high-average");
     assert_eq!(b.0.value, Some(106.5));
     stop(app).await;
@@ -132,10 +205,18 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     let dir = tempfile::tempdir().unwrap();
     // Old set: the default rule alerting on everything. New set: trap-on-poison (alerts
     // above 115 — every reading here is 200). Each reading must get exactly one alert.
-    let app = app::start(&config(&dir.path().join("g.db"), vec![rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)])]))
+    let app = app::start(&config(
+        &dir.path().join("g.db"),
+        vec![rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)])],
+    ))
+    .await
+    .unwrap();
+    let trap = app
+        .handle
+        .rules()
+        .upload(&plugin("trap_on_poison"))
         .await
         .unwrap();
-    let trap = app.handle.rules().upload(&plugin("trap_on_poison")).await.unwrap();
     const N: usize = 3000;
     let source = app.handle.embedded_source("swap");
     let acked = Arc::new(AtomicU64::new(0));
@@ -144,8 +225,21 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
         tokio::spawn(async move {
             for i in 0..N {
                 let a = acked.clone();
-                let p = glucose_json(&format!("s{i}"), (i % 10) as u64, T0 + i as i64 * 1000, 200.0);
-                source.send_with_ack(p.into_bytes(), Ack::new(move || { a.fetch_add(1, Ordering::SeqCst); })).await.unwrap();
+                let p = glucose_json(
+                    &format!("s{i}"),
+                    (i % 10) as u64,
+                    T0 + i as i64 * 1000,
+                    200.0,
+                );
+                source
+                    .send_with_ack(
+                        p.into_bytes(),
+                        Ack::new(move || {
+                            a.fetch_add(1, Ordering::SeqCst);
+                        }),
+                    )
+                    .await
+                    .unwrap();
                 if i % 64 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -157,25 +251,48 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     app.handle.rules().disable("default-glucose").await.unwrap();
-    app.handle.rules().enable(&trap.name, None, Some(BTreeMap::new())).await.unwrap();
+    app.handle
+        .rules()
+        .enable(&trap.name, None, Some(BTreeMap::new()))
+        .await
+        .unwrap();
     app.handle.reload_rules().await.unwrap();
     let at_swap = acked.load(Ordering::SeqCst);
     producer.await.unwrap();
     while acked.load(Ordering::SeqCst) < N as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(at_swap < N as u64, "the swap happened mid-stream ({at_swap} of {N} acknowledged)");
+    assert!(
+        at_swap < N as u64,
+        "the swap happened mid-stream ({at_swap} of {N} acknowledged)"
+    );
 
     let alerts = app.store.alerts(10 * N as u32).await.unwrap();
     let mut per_reading: HashMap<&str, Vec<&str>> = HashMap::new();
     for (a, _) in &alerts {
-        per_reading.entry(a.reading_id.as_str()).or_default().push(a.rule.name.as_str());
+        per_reading
+            .entry(a.reading_id.as_str())
+            .or_default()
+            .push(a.rule.name.as_str());
     }
     assert_eq!(per_reading.len(), N, "every reading evaluated");
-    let twice: Vec<_> = per_reading.iter().filter(|(_, v)| v.len() != 1).take(5).collect();
-    assert!(twice.is_empty(), "each reading evaluated by exactly one rule set: {twice:?}");
-    let old = per_reading.values().filter(|v| v[0] == "default-glucose").count();
-    assert!(old > 0 && old < N, "both rule sets served part of the stream (old: {old})");
+    let twice: Vec<_> = per_reading
+        .iter()
+        .filter(|(_, v)| v.len() != 1)
+        .take(5)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "each reading evaluated by exactly one rule set: {twice:?}"
+    );
+    let old = per_reading
+        .values()
+        .filter(|v| v[0] == "default-glucose")
+        .count();
+    assert!(
+        old > 0 && old < N,
+        "both rule sets served part of the stream (old: {old})"
+    );
     stop(app).await;
 }
 
@@ -184,20 +301,49 @@ async fn a_faulty_rule_is_quarantined_in_the_store_while_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let app = app::start(&config(
         &dir.path().join("g.db"),
-        vec![rule("loop_forever", &[]), rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)])],
+        vec![
+            rule("loop_forever", &[]),
+            rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)]),
+        ],
     ))
     .await
     .unwrap();
-    send_all(&app, (0..40).map(|i| glucose_json(&format!("q{i}"), 1, T0 + i * MIN, 150.0))).await;
+    send_all(
+        &app,
+        (0..40).map(|i| glucose_json(&format!("q{i}"), 1, T0 + i * MIN, 150.0)),
+    )
+    .await;
     let versions = app.store.rule_versions().await.unwrap();
-    let looping = versions.iter().find(|v| v.info.name == "loop-forever").unwrap();
-    assert!(looping.quarantine_reason.as_deref().unwrap_or("").contains("timeout"), "{looping:?}");
+    let looping = versions
+        .iter()
+        .find(|v| v.info.name == "loop-forever")
+        .unwrap();
+    assert!(
+        looping
+            .quarantine_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("timeout"),
+        "{looping:?}"
+    );
     assert_eq!(app.store.counts().await.unwrap().glucose_readings, 40);
-    let default_alerts = app.store.alerts(100).await.unwrap().iter().filter(|(a, _)| a.rule.name == "default-glucose").count();
+    let default_alerts = app
+        .store
+        .alerts(100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a.rule.name == "default-glucose")
+        .count();
     assert_eq!(default_alerts, 40, "the other rule saw every reading");
     assert!(app.store.rule_faults(10).await.unwrap().len() >= 3);
     // A quarantined version is not enabled again until released.
-    let err = app.handle.rules().enable("loop-forever", None, None).await.unwrap_err();
+    let err = app
+        .handle
+        .rules()
+        .enable("loop-forever", None, None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("quarantined"), "{err}");
     stop(app).await;
 }

@@ -15,7 +15,10 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 fn alert(reading: &str, at_ms: i64) -> Alert {
-    let rule = RuleRef { name: "r".into(), version: "1".into() };
+    let rule = RuleRef {
+        name: "r".into(),
+        version: "1".into(),
+    };
     Alert {
         id: Alert::derive_id(&rule, reading, "c"),
         rule,
@@ -37,10 +40,30 @@ fn sample_batch() -> WriteBatch {
     )
     .unwrap();
     WriteBatch {
-        readings: vec![glucose("g1", 1, T0, 120.0), glucose("g2", 1, T0 + MIN, 130.0), device],
-        alerts: vec![(alert("g1", T0), AlertStatus::Open), (alert("g2", T0 + MIN), AlertStatus::Suppressed)],
-        dead_letters: vec![DeadLetter { origin: "t".into(), reason: "bad".into(), payload: "{".into(), received_at_ms: 1 }],
-        faults: vec![RuleFault { rule: RuleRef { name: "r".into(), version: "1".into() }, kind: FaultKind::Trap, detail: "x".into(), at_ms: 2 }],
+        readings: vec![
+            glucose("g1", 1, T0, 120.0),
+            glucose("g2", 1, T0 + MIN, 130.0),
+            device,
+        ],
+        alerts: vec![
+            (alert("g1", T0), AlertStatus::Open),
+            (alert("g2", T0 + MIN), AlertStatus::Suppressed),
+        ],
+        dead_letters: vec![DeadLetter {
+            origin: "t".into(),
+            reason: "bad".into(),
+            payload: "{".into(),
+            received_at_ms: 1,
+        }],
+        faults: vec![RuleFault {
+            rule: RuleRef {
+                name: "r".into(),
+                version: "1".into(),
+            },
+            kind: FaultKind::Trap,
+            detail: "x".into(),
+            at_ms: 2,
+        }],
         quarantined: vec![],
         received_at_ms: 10,
     }
@@ -50,42 +73,79 @@ async fn writes_are_idempotent(store: Arc<dyn Store>) {
     let b = sample_batch();
     store.write_batch(&b).await.unwrap();
     let first = store.counts().await.unwrap();
-    assert_eq!((first.glucose_readings, first.device_readings, first.alerts, first.dead_letters), (2, 1, 2, 1));
+    assert_eq!(
+        (
+            first.glucose_readings,
+            first.device_readings,
+            first.alerts,
+            first.dead_letters
+        ),
+        (2, 1, 2, 1)
+    );
     store.write_batch(&b).await.unwrap();
     let second = store.counts().await.unwrap();
     assert_eq!(
-        (second.glucose_readings, second.device_readings, second.alerts, second.dead_letters),
+        (
+            second.glucose_readings,
+            second.device_readings,
+            second.alerts,
+            second.dead_letters
+        ),
         (2, 1, 2, 1),
         "a replayed batch adds no rows"
     );
     let alerts = store.alerts(10).await.unwrap();
-    let statuses: BTreeMap<String, AlertStatus> = alerts.iter().map(|(a, s)| (a.reading_id.clone(), *s)).collect();
+    let statuses: BTreeMap<String, AlertStatus> = alerts
+        .iter()
+        .map(|(a, s)| (a.reading_id.clone(), *s))
+        .collect();
     assert_eq!(statuses["g1"], AlertStatus::Open);
     assert_eq!(statuses["g2"], AlertStatus::Suppressed);
-    assert_eq!(alerts.iter().find(|(a, _)| a.reading_id == "g1").unwrap().0, alert("g1", T0));
+    assert_eq!(
+        alerts.iter().find(|(a, _)| a.reading_id == "g1").unwrap().0,
+        alert("g1", T0)
+    );
     assert_eq!(store.dead_letters(10).await.unwrap()[0].reason, "bad");
-    assert_eq!(store.rule_faults(10).await.unwrap()[0].kind, FaultKind::Trap);
+    assert_eq!(
+        store.rule_faults(10).await.unwrap()[0].kind,
+        FaultKind::Trap
+    );
 }
 
 async fn recent_readings_cover_the_lookback(store: Arc<dyn Store>) {
     let b = WriteBatch {
-        readings: (0..20).map(|i| glucose(&format!("g{i}"), 1, T0 + i * MIN, 100.0 + i as f64)).collect(),
+        readings: (0..20)
+            .map(|i| glucose(&format!("g{i}"), 1, T0 + i * MIN, 100.0 + i as f64))
+            .collect(),
         received_at_ms: 1,
         ..WriteBatch::default()
     };
     store.write_batch(&b).await.unwrap();
     let recent = store.recent_readings(5 * MIN).await.unwrap();
     let ids: Vec<&str> = recent.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, vec!["g15", "g16", "g17", "g18", "g19"], "(newest - lookback, newest], oldest first");
+    assert_eq!(
+        ids,
+        vec!["g15", "g16", "g17", "g18", "g19"],
+        "(newest - lookback, newest], oldest first"
+    );
     assert_eq!(recent[0], b.readings[15], "readings round-trip exactly");
 }
 
 async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
     let engine = engine();
     let rule = load(&engine, "glucoguard_default_rule");
-    store.put_rule_version(rule.info(), rule.sha256(), b"bytes").await.unwrap();
-    store.put_rule_version(rule.info(), rule.sha256(), b"bytes").await.unwrap();
-    let err = store.put_rule_version(rule.info(), "other-sha", b"other").await.unwrap_err();
+    store
+        .put_rule_version(rule.info(), rule.sha256(), b"bytes")
+        .await
+        .unwrap();
+    store
+        .put_rule_version(rule.info(), rule.sha256(), b"bytes")
+        .await
+        .unwrap();
+    let err = store
+        .put_rule_version(rule.info(), "other-sha", b"other")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert_eq!(store.rule_wasm(&rule.rule_ref()).await.unwrap(), b"bytes");
     let versions = store.rule_versions().await.unwrap();
@@ -95,17 +155,43 @@ async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
         name: rule.info().name.clone(),
         active_version: rule.info().version.clone(),
         enabled: true,
-        params: BTreeMap::from([("high_mg_dl".into(), glucoguard::model::ParamValue::Float(120.0))]),
+        params: BTreeMap::from([(
+            "high_mg_dl".into(),
+            glucoguard::model::ParamValue::Float(120.0),
+        )]),
         updated_at_ms: 5,
     };
     store.put_rule_state(&state).await.unwrap();
-    store.put_rule_state(&RuleState { enabled: false, ..state.clone() }).await.unwrap();
-    assert_eq!(store.rule_states().await.unwrap(), vec![RuleState { enabled: false, ..state }]);
-    let q = WriteBatch { quarantined: vec![(rule.rule_ref(), "too many traps".into())], ..WriteBatch::default() };
+    store
+        .put_rule_state(&RuleState {
+            enabled: false,
+            ..state.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.rule_states().await.unwrap(),
+        vec![RuleState {
+            enabled: false,
+            ..state
+        }]
+    );
+    let q = WriteBatch {
+        quarantined: vec![(rule.rule_ref(), "too many traps".into())],
+        ..WriteBatch::default()
+    };
     store.write_batch(&q).await.unwrap();
-    assert_eq!(store.rule_versions().await.unwrap()[0].quarantine_reason.as_deref(), Some("too many traps"));
+    assert_eq!(
+        store.rule_versions().await.unwrap()[0]
+            .quarantine_reason
+            .as_deref(),
+        Some("too many traps")
+    );
     store.release_quarantine(&rule.rule_ref()).await.unwrap();
-    assert_eq!(store.rule_versions().await.unwrap()[0].quarantine_reason, None);
+    assert_eq!(
+        store.rule_versions().await.unwrap()[0].quarantine_reason,
+        None
+    );
 }
 
 #[tokio::test]
@@ -135,6 +221,12 @@ async fn sqlite_reopen_keeps_data_and_migrations_run_once() {
     drop(s);
     let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(s.counts().await.unwrap().glucose_readings, 2);
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _glucoguard_migrations").fetch_one(s.pool()).await.unwrap();
-    assert_eq!(applied as usize, glucoguard::store::sqlite::MIGRATIONS.len());
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _glucoguard_migrations")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        glucoguard::store::sqlite::MIGRATIONS.len()
+    );
 }

@@ -37,7 +37,12 @@ pub fn plugin_path(name: &str) -> PathBuf {
 
 /// Engine limits small enough that misbehaving guests are caught quickly in tests.
 pub fn test_engine_config() -> EngineConfig {
-    EngineConfig { call_timeout_ms: 100, max_memory_bytes: 16 << 20, pooled_instances: 16, ..EngineConfig::default() }
+    EngineConfig {
+        call_timeout_ms: 100,
+        max_memory_bytes: 16 << 20,
+        pooled_instances: 16,
+        ..EngineConfig::default()
+    }
 }
 
 pub fn engine() -> Engine {
@@ -45,12 +50,16 @@ pub fn engine() -> Engine {
 }
 
 pub fn load(engine: &Engine, name: &str) -> Arc<CompiledRule> {
-    engine.load(&plugin(name)).unwrap_or_else(|e| panic!("{name} should load: {e}"))
+    engine
+        .load(&plugin(name))
+        .unwrap_or_else(|e| panic!("{name} should load: {e}"))
 }
 
 pub fn active(engine: &Engine, name: &str, params: &[(&str, f64)]) -> ActiveRule {
-    let overrides: BTreeMap<String, ParamValue> =
-        params.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v))).collect();
+    let overrides: BTreeMap<String, ParamValue> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v)))
+        .collect();
     ActiveRule::new(load(engine, name), &overrides).expect("params valid")
 }
 
@@ -71,5 +80,6 @@ pub fn glucose_json(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> String {
 }
 
 pub fn glucose(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> glucoguard::model::Reading {
-    glucoguard::model::parse::parse_reading(glucose_json(id, patient, at_ms, mg_dl).as_bytes()).unwrap()
+    glucoguard::model::parse::parse_reading(glucose_json(id, patient, at_ms, mg_dl).as_bytes())
+        .unwrap()
 }

@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 fn alerts(lines: &[String], params: &[(&str, f64)]) -> BTreeSet<(String, String)> {
     let engine = engine();
     let rule = load(&engine, "glucoguard_default_rule");
-    let overrides: BTreeMap<String, ParamValue> =
-        params.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v))).collect();
+    let overrides: BTreeMap<String, ParamValue> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v)))
+        .collect();
     let mut out = Vec::new();
     let s = backtest::run(rule, &overrides, lines.join("\n").as_bytes(), &mut out).unwrap();
     assert_eq!(s.faults, 0);
@@ -20,7 +22,10 @@ fn alerts(lines: &[String], params: &[(&str, f64)]) -> BTreeSet<(String, String)
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["reading_id"].as_str().unwrap().to_owned(), v["code"].as_str().unwrap().to_owned())
+            (
+                v["reading_id"].as_str().unwrap().to_owned(),
+                v["code"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -39,12 +44,18 @@ fn a_reading_exactly_ten_minutes_older_is_outside_the_window() {
     ];
     let got = alerts(&lines, &[]);
     assert!(!ids(&got).contains("b"), "b must not see a: {got:?}");
-    assert!(got.contains(&("d".into(), "high-average".into())), "d must see c: {got:?}");
+    assert!(
+        got.contains(&("d".into(), "high-average".into())),
+        "d must see c: {got:?}"
+    );
 }
 
 #[test]
 fn equal_timestamps_are_in_each_others_window() {
-    let lines = vec![glucose_json("a", 1, T0, 100.0), glucose_json("b", 1, T0, 112.0)];
+    let lines = vec![
+        glucose_json("a", 1, T0, 100.0),
+        glucose_json("b", 1, T0, 112.0),
+    ];
     // Each alone stays under both thresholds; together the average is 106.
     let got = alerts(&lines, &[]);
     assert_eq!(ids(&got), BTreeSet::from(["a", "b"]), "{got:?}");
@@ -54,7 +65,10 @@ fn equal_timestamps_are_in_each_others_window() {
 fn exactly_115_and_an_average_of_exactly_105_do_not_alert() {
     // Average threshold out of the way: only the reading threshold is tested.
     let got = alerts(
-        &[glucose_json("at", 1, T0, 115.0), glucose_json("above", 2, T0, 115.1)],
+        &[
+            glucose_json("at", 1, T0, 115.0),
+            glucose_json("above", 2, T0, 115.1),
+        ],
         &[("avg_high_mg_dl", 600.0)],
     );
     assert_eq!(ids(&got), BTreeSet::from(["above"]), "{got:?}");
@@ -68,8 +82,14 @@ fn exactly_115_and_an_average_of_exactly_105_do_not_alert() {
         ],
         &[],
     );
-    assert!(!ids(&got).contains("p2"), "mean exactly 105 must not alert: {got:?}");
-    assert!(got.contains(&("q2".into(), "high-average".into())), "{got:?}");
+    assert!(
+        !ids(&got).contains("p2"),
+        "mean exactly 105 must not alert: {got:?}"
+    );
+    assert!(
+        got.contains(&("q2".into(), "high-average".into())),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -82,7 +102,11 @@ fn backtest_result_does_not_depend_on_file_order() {
         }
     }
     let sorted = alerts(&lines, &[]);
-    assert!(sorted.len() > 50, "the data set should alert often, got {}", sorted.len());
+    assert!(
+        sorted.len() > 50,
+        "the data set should alert often, got {}",
+        sorted.len()
+    );
     let mut shuffled = lines.clone();
     shuffled.reverse();
     shuffled.swap(3, 700);
