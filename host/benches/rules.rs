@@ -9,11 +9,12 @@
 use glucoguard::backtest;
 use glucoguard::engine::history::History;
 use glucoguard::engine::{ActiveRule, Engine, EngineConfig, RuleSet};
-use glucoguard::model::{Alert, Reading, RuleRef, format_ms, parse};
+use glucoguard::model::{Alert, Reading, RuleRef, parse};
 use glucoguard_sdk as sdk;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
+
 use std::time::Instant;
 
 const PATIENTS: u64 = 100;
@@ -32,30 +33,20 @@ fn plugin_dir() -> PathBuf {
         })
 }
 
-/// A deterministic CGM-like data set: 5-minute cadence, a daily wave, meal bumps and noise.
+/// Simulated CGM data (physiological model, the five profiles round-robin): the same
+/// generator the demo and the tests use. Glucose readings only, as JSON lines.
 fn json_lines(n: usize) -> Vec<String> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut noise = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 2000) as f64 / 100.0 - 10.0
+    let days = (n as f64 / PATIENTS as f64 / 288.0 * 1.1).ceil() as i64 + 1;
+    let config = glucoguard_simulator::SimConfig {
+        seed: 2026,
+        patients: PATIENTS as usize,
+        duration: chrono::Duration::days(days),
+        telemetry: false,
+        ..glucoguard_simulator::SimConfig::default()
     };
-    let t0 = 1_795_000_000_000i64;
-    (0..n)
-        .map(|i| {
-            let p = i as u64 % PATIENTS;
-            let step = (i as u64 / PATIENTS) as i64;
-            let at = t0 + step * 300_000 + p as i64 * 1_000;
-            let hours = step as f64 / 12.0;
-            let meal = if (step % 72) < 18 { 40.0 * ((step % 72) as f64 / 18.0 * std::f64::consts::PI).sin() } else { 0.0 };
-            let v = 105.0 + 20.0 * (hours / 24.0 * std::f64::consts::TAU).sin() + meal + noise();
-            format!(
-                r#"{{"reading_id":"b-{i}","patient_id":{p},"device_id":{},"glucose_level":{v:.1},"timestamp":"{}","location":"home"}}"#,
-                1000 + p,
-                format_ms(at)
-            )
-        })
+    glucoguard_simulator::Simulator::new(config)
+        .take(n)
+        .map(|e| e.to_json_line())
         .collect()
 }
 
@@ -234,5 +225,9 @@ fn main() {
         s.alerts,
         best,
         s.lines as f64 / best / 1e6
+    );
+    println!(
+        "  phases of the last run: parse {:.3} s, history {:.3} s, evaluate {:.3} s, write alerts {:.3} s",
+        s.parse_secs, s.history_secs, s.evaluate_secs, s.write_secs
     );
 }

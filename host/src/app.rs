@@ -28,6 +28,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Rules(#[from] RuleError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A started host.
@@ -37,6 +42,8 @@ pub struct App {
     pub live: LiveFeed,
     pub pipeline: JoinHandle<()>,
     pub file_sources: Vec<(JoinHandle<std::io::Result<()>>, Arc<FileProgress>)>,
+    /// Where the HTTP listener is bound, when the config asked for one.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for App {
@@ -109,11 +116,36 @@ pub async fn start(config: &Config) -> Result<App, StartError> {
             )
         })
         .collect();
+    let http = match config.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let router = crate::sources::http::router(handle.embedded_source("http")).merge(
+                crate::admin::router(crate::admin::AdminState {
+                    store: store.clone(),
+                    pipeline: handle.clone(),
+                }),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
+            tracing::info!(%bound, "http listening: POST /api/ingest, GET /api/stats, POST /api/dimensions");
+            Some(bound)
+        }
+    };
     Ok(App {
         handle,
         store,
         live,
         pipeline,
         file_sources,
+        http,
     })
 }

@@ -37,6 +37,16 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub notify: RawNotify,
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// The HTTP listener for ingest and the admin API; off unless `listen` is set here or by
+/// `--listen` / `GLUCOGUARD_LISTEN`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +106,7 @@ pub struct Config {
     pub file_sources: Vec<PathBuf>,
     pub rules: Vec<RuleConfig>,
     pub console: bool,
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +190,7 @@ impl Config {
                 })
                 .collect(),
             console: raw.notify.console,
+            listen: raw.http.listen,
         })
     }
 }

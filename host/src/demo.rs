@@ -40,6 +40,32 @@ pub struct DemoArgs {
     /// The SQLite file readings, alerts and dead letters land in.
     #[arg(long, default_value = "glucoguard-demo.db")]
     pub db: PathBuf,
+    /// Do not print alerts as they fire (backfills).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Show a progress bar on stderr.
+    #[arg(long)]
+    pub progress: bool,
+    /// Also write the simulated patients, devices and subscribers into the store first.
+    #[arg(long)]
+    pub dimensions: bool,
+}
+
+impl DemoArgs {
+    /// A backfill is the demo at full speed, quiet, with progress and dimension data.
+    pub fn backfill(mut self) -> Self {
+        self.fast = true;
+        self.quiet = true;
+        self.progress = true;
+        self.dimensions = true;
+        self
+    }
+}
+
+/// Converts the simulator's dimension data to the host's (same JSON shape).
+pub fn simulated_dimensions(seed: u64, patients: usize) -> Result<crate::model::dims::Dimensions> {
+    let dims = glucoguard_simulator::dimensions(seed, patients);
+    Ok(serde_json::from_value(serde_json::to_value(&dims)?)?)
 }
 
 /// Publishes simulator events onto the embedded source (blocking: backpressure reaches the
@@ -86,9 +112,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             enabled: true,
             params: Default::default(),
         }],
-        console: true,
+        console: !args.quiet,
+        listen: None,
     };
     let app = app::start(&config).await.context("starting the host")?;
+    if args.dimensions {
+        let dims = simulated_dimensions(args.seed, args.patients)?;
+        dims.validate().map_err(anyhow::Error::msg)?;
+        app.store.put_dimensions(&dims).await?;
+    }
+    let wall = std::time::Instant::now();
     let pacing = if args.fast {
         Pacing::AsFastAsPossible
     } else {
@@ -107,6 +140,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = args.progress;
     let producer = {
         let stop = stop.clone();
         let mut publisher = EmbeddedPublisher(app.handle.embedded_source("simulator"));
@@ -115,8 +149,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 Simulator::new(sim_config),
                 pacing,
                 &mut publisher,
-                64,
-                false,
+                256,
+                progress,
                 &stop,
             )
         })
@@ -137,13 +171,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let stats = stats_rx.borrow().clone();
     let counts = app.store.counts().await?;
 
+    let secs = wall.elapsed().as_secs_f64();
     println!(
-        "\nstreamed {} events ({} glucose, {} telemetry, {} late) in {:.1} s",
+        "\nstreamed {} events ({} glucose, {} telemetry, {} late); stored in {:.1} s ({:.0} events/s end to end)",
         streamed.events,
         streamed.glucose_readings,
         streamed.device_telemetry,
         streamed.late_events,
-        streamed.elapsed.as_secs_f64()
+        secs,
+        streamed.events as f64 / secs.max(1e-9)
     );
     println!(
         "pipeline: {} batches, {} readings, {} duplicates, {} dead letters, {} alerts ({} suppressed repeats)",
@@ -176,8 +212,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
     }
     println!(
-        "{}: {} glucose readings, {} device readings, {} alerts, {} dead letters, {} rule faults",
+        "{}: {} patients, {} devices, {} glucose readings, {} device readings, {} alerts, {} dead letters, {} rule faults",
         args.db.display(),
+        counts.patients,
+        counts.devices,
         counts.glucose_readings,
         counts.device_readings,
         counts.alerts,

@@ -1,6 +1,7 @@
 //! GlucoGuard host: streams glucose readings and device telemetry through sandboxed Wasm alert
 //! rules and dispatches what they raise to stores and notifiers. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod app;
 pub mod backtest;
 pub mod config;

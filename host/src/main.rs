@@ -25,9 +25,24 @@ enum Command {
     Run {
         #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
         config: PathBuf,
+        /// HTTP listen address for ingest and the admin API (overrides the config's [http]).
+        #[arg(long, env = "GLUCOGUARD_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Feed simulated patients through the default rule on the embedded default.
     Demo(demo::DemoArgs),
+    /// Backfill simulated history into the store at full speed (the demo, quiet, with progress
+    /// and dimension data): e.g. `--patients 100 --duration 30d`.
+    Backfill(demo::DemoArgs),
+    /// Write simulated patients, devices, subscribers and subscriptions into a SQLite store.
+    Seed {
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value = "glucoguard.db")]
+        db: PathBuf,
+    },
     /// Evaluate a file of readings through one rule with exact event-time semantics.
     Backtest {
         #[arg(long)]
@@ -60,8 +75,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Run { config } => rt.block_on(run(config)),
+        Command::Run { config, listen } => rt.block_on(run(config, listen)),
         Command::Demo(args) => rt.block_on(demo::run(args)),
+        Command::Backfill(args) => rt.block_on(demo::run(args.backfill())),
+        Command::Seed { patients, seed, db } => rt.block_on(seed_dimensions(patients, seed, db)),
         Command::Backtest {
             rule,
             params,
@@ -74,8 +91,11 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run(config: PathBuf) -> Result<()> {
-    let config = Config::load(&config)?;
+async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()> {
+    let mut config = Config::load(&config)?;
+    if listen.is_some() {
+        config.listen = listen;
+    }
     let app = app::start(&config).await?;
     tracing::info!(
         store = app.store.kind(),
@@ -84,6 +104,24 @@ async fn run(config: PathBuf) -> Result<()> {
     tokio::signal::ctrl_c().await?;
     app.handle.shutdown().await;
     app.pipeline.await?;
+    Ok(())
+}
+
+async fn seed_dimensions(patients: usize, seed: u64, db: PathBuf) -> Result<()> {
+    let dims = demo::simulated_dimensions(seed, patients)?;
+    dims.validate().map_err(anyhow::Error::msg)?;
+    let store =
+        app::open_store(&glucoguard::config::StoreConfig::Sqlite { path: db.clone() }).await?;
+    store.put_dimensions(&dims).await?;
+    let c = store.counts().await?;
+    println!(
+        "{}: {} patients, {} devices, {} subscribers, {} subscriptions",
+        db.display(),
+        c.patients,
+        c.devices,
+        c.subscribers,
+        c.subscriptions
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS Patient (
     Email       TEXT,
     Phone       TEXT,
     Profile     TEXT,
+    DiabetesType TEXT,
     CreatedAtMs INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS Manufacturer (
@@ -23,7 +24,8 @@ CREATE TABLE IF NOT EXISTS DeviceStaticInfo (
     PatientID      INTEGER REFERENCES Patient(PatientID),
     Model          TEXT,
     SerialNumber   TEXT,
-    DeviceType     TEXT
+    DeviceType     TEXT,
+    FirmwareVersion TEXT
 );
 CREATE TABLE IF NOT EXISTS DeviceOperationalData (
     ReadingID          TEXT PRIMARY KEY,

@@ -7,7 +7,37 @@
 
 use crate::model::{EpochMs, Previous, SubjectKey, WindowStats};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+
+/// A fast hasher for the small integer subject keys (kind + id). Keys are not attacker-chosen
+/// hash-flooding material in a useful way: one map entry per patient or device.
+#[derive(Default)]
+pub struct SubjectHasher(u64);
+
+impl Hasher for SubjectHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_isize(&mut self, i: isize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type SubjectMap<V> = HashMap<SubjectKey, V, BuildHasherDefault<SubjectHasher>>;
 
 #[derive(Debug, Clone, Copy)]
 struct Point {
@@ -20,7 +50,7 @@ struct Point {
 /// Readings of every subject, trimmed to `retention_ms` behind each subject's newest reading.
 #[derive(Debug, Default)]
 pub struct History {
-    subjects: HashMap<SubjectKey, VecDeque<Point>>,
+    subjects: SubjectMap<VecDeque<Point>>,
     retention_ms: Option<EpochMs>,
     len: usize,
 }
@@ -37,7 +67,7 @@ impl History {
     /// `None` keeps everything (backtests).
     pub fn new(retention_ms: Option<EpochMs>) -> Self {
         History {
-            subjects: HashMap::new(),
+            subjects: SubjectMap::default(),
             retention_ms,
             len: 0,
         }
@@ -117,6 +147,45 @@ impl History {
         inserted
     }
 
+    /// `previous` and the aggregates of every window in `durations_ms` for a reading at
+    /// `at_ms`, appended to `out` in order: one map lookup and one binary search, then a walk
+    /// back over the (short) windows. Same results as [`History::window`] and
+    /// [`History::previous`].
+    pub fn lookup(
+        &self,
+        subject: SubjectKey,
+        at_ms: EpochMs,
+        durations_ms: &[EpochMs],
+        out: &mut Vec<WindowStats>,
+    ) -> Option<Previous> {
+        let Some(points) = self.subjects.get(&subject) else {
+            out.extend(durations_ms.iter().map(|_| WindowStats::default()));
+            return None;
+        };
+        let end = end_of(points, at_ms);
+        for &d in durations_ms {
+            let horizon = at_ms - d;
+            // Find the window's start walking back, then sum oldest first (the documented
+            // order, so means are bit-identical to `window`).
+            let len = points
+                .range(..end)
+                .rev()
+                .take_while(|q| q.at_ms > horizon)
+                .count();
+            out.push(stats(points.range(end - len..end).map(|q| q.value)));
+        }
+        let mut before = points.range(..end).rev().skip_while(|q| q.at_ms == at_ms);
+        let last = before.next()?;
+        let value = std::iter::once(last)
+            .chain(before.take_while(|q| q.at_ms == last.at_ms))
+            .map(|q| q.value)
+            .fold(f64::NEG_INFINITY, f64::max);
+        Some(Previous {
+            value,
+            at_ms: last.at_ms,
+        })
+    }
+
     /// Aggregates over (at_ms − duration_ms, at_ms] for the subject.
     pub fn window(&self, subject: SubjectKey, at_ms: EpochMs, duration_ms: EpochMs) -> WindowStats {
         let Some(points) = self.subjects.get(&subject) else {
@@ -144,6 +213,20 @@ impl History {
             at_ms: last.at_ms,
         })
     }
+}
+
+/// Index just past the last point at or before `at_ms`. Lookups are nearly always for
+/// recent readings, so a short walk back from the newest point beats a binary search
+/// (which misses the cache on long histories); long distances fall back to the search.
+fn end_of(points: &VecDeque<Point>, at_ms: EpochMs) -> usize {
+    let mut end = points.len();
+    for _ in 0..16 {
+        match end.checked_sub(1).map(|i| points[i].at_ms) {
+            Some(t) if t > at_ms => end -= 1,
+            _ => return end,
+        }
+    }
+    points.partition_point(|q| q.at_ms <= at_ms)
 }
 
 /// Count, mean, min and max of a sequence of values; all zero when it is empty.
@@ -241,6 +324,37 @@ mod tests {
         }
         assert_eq!(h.len(), 10);
         assert_eq!(h.window(P, 99 * MIN, 10 * MIN).count, 10);
+    }
+
+    #[test]
+    fn lookup_agrees_with_window_and_previous() {
+        let mut h = History::new(None);
+        let mut x = 7u64;
+        for i in 0..500i64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Irregular times with ties, out of order.
+            let t = ((x >> 33) % 300) as i64 * 20_000;
+            h.insert(P, t, &i.to_string(), 40.0 + ((x >> 20) % 300) as f64);
+        }
+        let durations = [60_000, 600_000, 3_600_000];
+        for t in (0..6_000_000).step_by(7_000) {
+            let mut out = Vec::new();
+            let prev = h.lookup(P, t, &durations, &mut out);
+            assert_eq!(prev, h.previous(P, t), "previous at {t}");
+            for (d, got) in durations.iter().zip(&out) {
+                let want = h.window(P, t, *d);
+                assert_eq!(got, &want, "window {d} at {t}");
+            }
+        }
+        let mut out = Vec::new();
+        let other = SubjectKey {
+            kind: ReadingKind::Glucose,
+            id: 99,
+        };
+        assert_eq!(h.lookup(other, 0, &durations, &mut out), None);
+        assert_eq!(out, vec![WindowStats::default(); 3]);
     }
 
     #[test]

@@ -676,20 +676,19 @@ fn lower_inputs(
     history: &History,
 ) -> RuleInputs {
     let w = info.windows.len();
+    let durations: Vec<i64> = info
+        .windows
+        .iter()
+        .map(|s| i64::from(s.duration_secs) * 1000)
+        .collect();
     let mut readings = Vec::with_capacity(indices.len());
-    let mut windows = Vec::with_capacity(indices.len() * w);
+    let mut stats = Vec::with_capacity(indices.len() * w);
     for &i in indices {
         let r = &batch[i];
-        let subject = r.subject();
-        readings.push(bindings::reading_to_wit(
-            r,
-            history.previous(subject, r.at_ms),
-        ));
-        for spec in &info.windows {
-            let stats = history.window(subject, r.at_ms, i64::from(spec.duration_secs) * 1000);
-            windows.push(bindings::stats_to_wit(stats));
-        }
+        let previous = history.lookup(r.subject(), r.at_ms, &durations, &mut stats);
+        readings.push(bindings::reading_to_wit(r, previous));
     }
+    let windows = stats.into_iter().map(bindings::stats_to_wit).collect();
     RuleInputs {
         readings,
         windows,

@@ -5,6 +5,7 @@
 //! Sources never import the engine, the sinks or the store.
 
 pub mod file;
+pub mod http;
 
 use std::sync::Arc;
 use tokio::sync::mpsc;

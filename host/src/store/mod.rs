@@ -6,6 +6,7 @@
 
 pub mod sqlite;
 
+use crate::model::dims::Dimensions;
 use crate::model::{Alert, DeadLetter, EpochMs, ParamValue, Reading, RuleFault, RuleInfo, RuleRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -92,6 +93,10 @@ pub struct RuleState {
 /// Row counts, for tests, the demo summary and the admin UI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    pub patients: u64,
+    pub devices: u64,
+    pub subscribers: u64,
+    pub subscriptions: u64,
     pub glucose_readings: u64,
     pub device_readings: u64,
     pub alerts: u64,
@@ -135,6 +140,10 @@ pub trait Store: Send + Sync + 'static {
     -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
+
+    /// Upserts dimension rows (patients, manufacturers, devices, subscribers, subscriptions)
+    /// in one transaction; rows already present are updated, never duplicated.
+    fn put_dimensions<'a>(&'a self, dims: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Newest first.
     fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;

@@ -4,6 +4,7 @@ use super::{
     AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
     WriteBatch,
 };
+use crate::model::dims::Dimensions;
 use crate::model::{
     Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading,
     ReadingKind, RuleFault, RuleInfo, RuleRef, Severity, now_ms,
@@ -424,18 +425,103 @@ impl Store for SqliteStore {
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(
-                "SELECT (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
+                "SELECT (SELECT COUNT(*) FROM Patient) AS p, (SELECT COUNT(*) FROM DeviceStaticInfo) AS dev, \
+                 (SELECT COUNT(*) FROM Subscriber) AS s, (SELECT COUNT(*) FROM SubscribedPatients) AS sp, \
+                 (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
                  (SELECT COUNT(*) FROM Alerts) AS a, (SELECT COUNT(*) FROM DeadLetters) AS dl, (SELECT COUNT(*) FROM RuleFaults) AS f",
             )
             .fetch_one(&self.pool)
             .await?;
             Ok(Counts {
+                patients: u64_col(&row, "p")?,
+                devices: u64_col(&row, "dev")?,
+                subscribers: u64_col(&row, "s")?,
+                subscriptions: u64_col(&row, "sp")?,
                 glucose_readings: u64_col(&row, "g")?,
                 device_readings: u64_col(&row, "d")?,
                 alerts: u64_col(&row, "a")?,
                 dead_letters: u64_col(&row, "dl")?,
                 rule_faults: u64_col(&row, "f")?,
             })
+        })
+    }
+
+    fn put_dimensions<'a>(&'a self, d: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let mut tx = self.pool.begin().await?;
+            for p in &d.patients {
+                sqlx::query(
+                    "INSERT INTO Patient (PatientID, FirstName, LastName, DateOfBirth, Sex, Email, Phone, Profile, DiabetesType, CreatedAtMs) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (PatientID) DO UPDATE SET FirstName = excluded.FirstName, \
+                     LastName = excluded.LastName, DateOfBirth = excluded.DateOfBirth, Sex = excluded.Sex, Email = excluded.Email, \
+                     Phone = excluded.Phone, Profile = excluded.Profile, DiabetesType = excluded.DiabetesType",
+                )
+                .bind(p.patient_id as i64)
+                .bind(&p.first_name)
+                .bind(&p.last_name)
+                .bind(&p.birth_date)
+                .bind(&p.sex)
+                .bind(&p.email)
+                .bind(&p.phone)
+                .bind(&p.profile)
+                .bind(&p.diabetes_type)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for m in &d.manufacturers {
+                sqlx::query(
+                    "INSERT INTO Manufacturer (ManufacturerID, Name, Country) VALUES (?, ?, ?) \
+                     ON CONFLICT (ManufacturerID) DO UPDATE SET Name = excluded.Name, Country = excluded.Country",
+                )
+                .bind(m.manufacturer_id as i64)
+                .bind(&m.name)
+                .bind(&m.country)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for dev in &d.devices {
+                let model = d.device_models.iter().find(|m| m.model_id == dev.model_id);
+                sqlx::query(
+                    "INSERT INTO DeviceStaticInfo (DeviceID, ManufacturerID, PatientID, Model, SerialNumber, DeviceType, FirmwareVersion) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (DeviceID) DO UPDATE SET ManufacturerID = excluded.ManufacturerID, \
+                     PatientID = excluded.PatientID, Model = excluded.Model, SerialNumber = excluded.SerialNumber, \
+                     DeviceType = excluded.DeviceType, FirmwareVersion = excluded.FirmwareVersion",
+                )
+                .bind(dev.device_id as i64)
+                .bind(model.map(|m| m.manufacturer_id as i64))
+                .bind(dev.patient_id as i64)
+                .bind(model.map(|m| m.name.as_str()))
+                .bind(&dev.serial_number)
+                .bind(model.map(|m| m.kind.as_str()))
+                .bind(&dev.firmware_version)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for s in &d.subscribers {
+                sqlx::query(
+                    "INSERT INTO Subscriber (SubscriberID, Name, Role, TelegramChatID, Email) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (SubscriberID) DO UPDATE SET Name = excluded.Name, Role = excluded.Role, \
+                     TelegramChatID = excluded.TelegramChatID, Email = excluded.Email",
+                )
+                .bind(s.subscriber_id as i64)
+                .bind(&s.name)
+                .bind(&s.role)
+                .bind(s.telegram_chat_id)
+                .bind(&s.email)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for s in &d.subscriptions {
+                sqlx::query("INSERT OR IGNORE INTO SubscribedPatients (SubscriberID, PatientID) VALUES (?, ?)")
+                    .bind(s.subscriber_id as i64)
+                    .bind(s.patient_id as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         })
     }
 

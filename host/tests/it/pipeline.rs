@@ -25,6 +25,7 @@ fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
         file_sources: vec![],
         rules,
         console: false,
+        listen: None,
     }
 }
 
