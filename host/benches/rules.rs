@@ -90,7 +90,7 @@ fn native_batch(batch: &[Reading], history: &History, high: f64, avg_high: f64) 
         .map(|a| {
             let r = &batch[a.index as usize];
             Alert {
-                id: Alert::derive_id(&rule, &r.id, &a.code),
+                id: Alert::derive_id(&rule, &r.id, &a.code, r.at_ms),
                 rule: rule.clone(),
                 reading_id: r.id.clone(),
                 patient_id: r.patient_id(),

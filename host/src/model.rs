@@ -191,7 +191,8 @@ impl fmt::Display for RuleRef {
 /// An alert raised by a rule on a reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Derived from (rule, rule version, reading id): a replay yields the same id.
+    /// Derived from (rule, rule version, reading id, code) and the reading's time: a replay
+    /// yields the same id.
     pub id: String,
     pub rule: RuleRef,
     pub reading_id: String,
@@ -206,14 +207,21 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// The deterministic alert id: hex of SHA-256 over rule name, version and reading id.
-    pub fn derive_id(rule: &RuleRef, reading_id: &str, code: &str) -> String {
+    /// The deterministic alert id: the reading's event time (12 hex digits of epoch ms) then
+    /// 20 hex digits of SHA-256 over rule name, version, reading id and code. A replayed
+    /// reading yields the same id; the time prefix makes ids sort by time, so stores append
+    /// instead of inserting at random B-tree positions.
+    pub fn derive_id(rule: &RuleRef, reading_id: &str, code: &str, at_ms: EpochMs) -> String {
         let mut h = Sha256::new();
         for part in [rule.name.as_str(), rule.version.as_str(), reading_id, code] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
-        hex::encode(&h.finalize()[..16])
+        format!(
+            "{:012x}{}",
+            at_ms.clamp(0, 0xffff_ffff_ffff),
+            hex::encode(&h.finalize()[..10])
+        )
     }
 }
 

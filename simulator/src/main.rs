@@ -27,6 +27,18 @@ enum Command {
     Dims(DimsArgs),
     /// Summarise each patient's glucose (mean, CV, time in/below/above range) as a table.
     Stats(SimArgs),
+    /// Write the dimension data into the host's store through its admin API, so readings
+    /// reference real rows (e.g. `--url http://127.0.0.1:8080/api/dimensions`).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    dims: DimsArgs,
+    /// The host's dimensions endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/dimensions")]
+    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +174,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stats(args) => run_stats(args),
+        Command::Seed(args) => {
+            let profiles =
+                (!args.dims.profiles.is_empty()).then_some(args.dims.profiles.as_slice());
+            let dims = dimensions_with_profiles(args.dims.seed, args.dims.patients, profiles);
+            let body = serde_json::to_vec(&dims)?;
+            glucoguard_simulator::HttpPublisher::new(args.url.clone()).post_document(&body)?;
+            eprintln!(
+                "seeded {} patients, {} devices, {} subscribers into {}",
+                dims.patients.len(),
+                dims.devices.len(),
+                dims.subscribers.len(),
+                args.url
+            );
+            Ok(())
+        }
     }
 }
 

@@ -189,6 +189,12 @@ impl HttpPublisher {
         self.retries
     }
 
+    /// POSTs one JSON document (e.g. dimension data to the host's `/api/dimensions`) with the
+    /// same retry policy as reading batches.
+    pub fn post_document(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        self.post(body, 0)
+    }
+
     fn post(&mut self, body: &[u8], events: usize) -> anyhow::Result<()> {
         let attempts = self.config.max_attempts.max(1);
         let mut backoff = self.config.initial_backoff;

@@ -3,6 +3,8 @@
 //! - `build-plugins`: build every rule guest in `plugins/` for wasm32-wasip2 (installs the
 //!   target with rustup when missing) and print where they are.
 //! - `demo [ARGS…]`: build the plugins, then run `glucoguard demo` with the default rule.
+//! - `backfill [ARGS…]`: the same in a release build at full speed, e.g.
+//!   `cargo xtask backfill --patients 100 --duration 30d --db glucoguard.db`.
 //! - `test`: build the plugins, run the plugin unit tests natively, then the whole workspace
 //!   test suite (cargo-nextest when installed, else cargo test).
 //! - `bench`: build the plugins, run the host benchmarks and refresh `BENCHMARKS.md` figures.
@@ -20,7 +22,8 @@ fn main() -> Result<()> {
         "build-plugins" => {
             build_plugins().map(|dir| println!("plugins built in {}", dir.display()))
         }
-        "demo" => demo(&rest),
+        "demo" => demo(&rest, "demo", false),
+        "backfill" => demo(&rest, "backfill", true),
         "test" => test(&rest),
         "bench" => bench(&rest),
         "lint" => lint(),

@@ -582,7 +582,7 @@ impl ActiveRule {
         for a in alerts {
             let reading = &batch[indices[a.index as usize]];
             out.alerts.push(Alert {
-                id: Alert::derive_id(&rule, &reading.id, &a.code),
+                id: Alert::derive_id(&rule, &reading.id, &a.code, reading.at_ms),
                 rule: rule.clone(),
                 reading_id: reading.id.clone(),
                 patient_id: reading.patient_id(),

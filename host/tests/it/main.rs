@@ -4,8 +4,10 @@
 mod architecture;
 mod cli;
 mod equivalence;
+mod ingest;
 mod pipeline;
 mod sandbox;
+mod scenarios;
 mod store;
 mod support;
 mod windows;

@@ -20,7 +20,7 @@ fn alert(reading: &str, at_ms: i64) -> Alert {
         version: "1".into(),
     };
     Alert {
-        id: Alert::derive_id(&rule, reading, "c"),
+        id: Alert::derive_id(&rule, reading, "c", at_ms),
         rule,
         reading_id: reading.into(),
         patient_id: Some(1),
