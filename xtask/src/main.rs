@@ -115,23 +115,22 @@ fn cargo() -> Command {
     c
 }
 
-fn demo(args: &[String]) -> Result<()> {
+fn demo(args: &[String], command: &str, release: bool) -> Result<()> {
     let dir = build_plugins()?;
     let rule = dir.join("glucoguard_default_rule.wasm");
-    run(cargo()
-        .args([
-            "run",
-            "--locked",
-            "--package",
-            "glucoguard",
-            "--bin",
-            "glucoguard",
-            "--",
-            "demo",
-            "--rule",
-        ])
-        .arg(&rule)
-        .args(args))
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--locked",
+        "--package",
+        "glucoguard",
+        "--bin",
+        "glucoguard",
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    run(c.args(["--", command, "--rule"]).arg(&rule).args(args))
 }
 
 fn has_nextest() -> bool {
@@ -169,17 +168,24 @@ fn test(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     build_plugins()?;
-    run(cargo()
-        .args([
-            "bench",
-            "--locked",
-            "--package",
-            "glucoguard",
-            "--bench",
-            "rules",
-            "--",
-        ])
-        .args(args))
+    for (package, bench) in [
+        ("glucoguard", "rules"),
+        ("glucoguard", "ingest"),
+        ("glucoguard-simulator", "generate"),
+    ] {
+        run(cargo()
+            .args([
+                "bench",
+                "--locked",
+                "--package",
+                package,
+                "--bench",
+                bench,
+                "--",
+            ])
+            .args(args))?;
+    }
+    Ok(())
 }
 
 fn lint() -> Result<()> {

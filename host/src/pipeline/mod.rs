@@ -44,7 +44,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            max_batch: 256,
+            max_batch: 1024,
             max_wait_ms: 20,
             queue_capacity: 4096,
             suppress_secs: 900,
