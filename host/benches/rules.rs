@@ -121,6 +121,92 @@ fn prep_only(batch: &[Reading], history: &History) -> f64 {
     acc
 }
 
+#[allow(clippy::too_many_arguments)]
+fn table(
+    title: &str,
+    wasm: &[u8],
+    readings: &[Reading],
+    history: &History,
+    with_epoch: &Engine,
+    without_epoch: &Engine,
+    high: f64,
+    avg_high: f64,
+) {
+    let params: BTreeMap<String, glucoguard::model::ParamValue> = [
+        (
+            "high_mg_dl".to_owned(),
+            glucoguard::model::ParamValue::Float(high),
+        ),
+        (
+            "avg_high_mg_dl".to_owned(),
+            glucoguard::model::ParamValue::Float(avg_high),
+        ),
+    ]
+    .into();
+    let set = |e: &Engine| {
+        RuleSet::new(vec![
+            ActiveRule::new(e.load(wasm).unwrap(), &params).unwrap(),
+        ])
+    };
+
+    // Same alerts from both paths before timing anything.
+    let native_alerts: usize = readings
+        .chunks(64)
+        .map(|c| native_batch(c, history, high, avg_high).len())
+        .sum();
+    let mut check = set(with_epoch);
+    let wasm_alerts: usize = readings
+        .chunks(64)
+        .map(|c| check.evaluate(c, history).alerts.len())
+        .sum();
+    assert_eq!(native_alerts, wasm_alerts, "native and Wasm disagree");
+    println!(
+        "\n{title}: {} readings, {} patients, {} alerts per pass ({:.1} %); median of {ROUNDS} interleaved rounds",
+        READINGS,
+        PATIENTS,
+        wasm_alerts,
+        100.0 * wasm_alerts as f64 / READINGS as f64
+    );
+
+    let configs: Vec<(&str, usize, Option<&Engine>)> = vec![
+        ("host preparation only (no rule)", 64, None),
+        ("native rule", 64, None),
+        ("wasm, batch 1, epoch deadline", 1, Some(with_epoch)),
+        ("wasm, batch 64, epoch deadline", 64, Some(with_epoch)),
+        ("wasm, batch 1024, epoch deadline", 1024, Some(with_epoch)),
+        ("wasm, batch 1, no deadline", 1, Some(without_epoch)),
+        ("wasm, batch 64, no deadline", 64, Some(without_epoch)),
+        ("wasm, batch 1024, no deadline", 1024, Some(without_epoch)),
+    ];
+    let mut sets: Vec<Option<RuleSet>> = configs.iter().map(|(_, _, e)| e.map(set)).collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for _ in 0..ROUNDS {
+        for (i, (name, batch, _)) in configs.iter().enumerate() {
+            let start = Instant::now();
+            for chunk in readings.chunks(*batch) {
+                match (&mut sets[i], *name) {
+                    (Some(s), _) => {
+                        black_box(s.evaluate(chunk, history));
+                    }
+                    (None, "native rule") => {
+                        black_box(native_batch(chunk, history, high, avg_high));
+                    }
+                    (None, _) => {
+                        black_box(prep_only(chunk, history));
+                    }
+                }
+            }
+            samples[i].push(start.elapsed().as_nanos() as f64 / READINGS as f64);
+        }
+    }
+    let ns: Vec<f64> = samples.into_iter().map(median).collect();
+    let native = ns[1];
+    println!("\n| configuration | ns per reading | × native |\n|---|---:|---:|");
+    for ((name, _, _), v) in configs.iter().zip(&ns) {
+        println!("| {name} | {v:.0} | {:.2} |", v / native);
+    }
+}
+
 fn main() {
     let dir = plugin_dir();
     let wasm = std::fs::read(dir.join("glucoguard_default_rule.wasm")).unwrap_or_else(|e| {
@@ -146,88 +232,66 @@ fn main() {
         ..EngineConfig::default()
     })
     .unwrap();
-    let set = |e: &Engine| {
-        RuleSet::new(vec![
-            ActiveRule::new(e.load(&wasm).unwrap(), &BTreeMap::new()).unwrap(),
-        ])
-    };
-
-    // Same alerts from both paths before timing anything.
-    let native_alerts: usize = readings
-        .chunks(64)
-        .map(|c| native_batch(c, &history, 115.0, 105.0).len())
-        .sum();
-    let mut check = set(&with_epoch);
-    let wasm_alerts: usize = readings
-        .chunks(64)
-        .map(|c| check.evaluate(c, &history).alerts.len())
-        .sum();
-    assert_eq!(native_alerts, wasm_alerts, "native and Wasm disagree");
-    println!(
-        "{} readings, {} patients, {} alerts per pass; median of {ROUNDS} interleaved rounds",
-        READINGS, PATIENTS, wasm_alerts
-    );
-
-    let configs: Vec<(&str, usize, Option<&Engine>)> = vec![
-        ("host preparation only (no rule)", 64, None),
-        ("native rule", 64, None),
-        ("wasm, batch 1, epoch deadline", 1, Some(&with_epoch)),
-        ("wasm, batch 64, epoch deadline", 64, Some(&with_epoch)),
-        ("wasm, batch 1024, epoch deadline", 1024, Some(&with_epoch)),
-        ("wasm, batch 1, no deadline", 1, Some(&without_epoch)),
-        ("wasm, batch 64, no deadline", 64, Some(&without_epoch)),
-        ("wasm, batch 1024, no deadline", 1024, Some(&without_epoch)),
-    ];
-    let mut sets: Vec<Option<RuleSet>> = configs.iter().map(|(_, _, e)| e.map(set)).collect();
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    for _ in 0..ROUNDS {
-        for (i, (name, batch, _)) in configs.iter().enumerate() {
-            let start = Instant::now();
-            for chunk in readings.chunks(*batch) {
-                match (&mut sets[i], *name) {
-                    (Some(s), _) => {
-                        black_box(s.evaluate(chunk, &history));
-                    }
-                    (None, "native rule") => {
-                        black_box(native_batch(chunk, &history, 115.0, 105.0));
-                    }
-                    (None, _) => {
-                        black_box(prep_only(chunk, &history));
-                    }
-                }
-            }
-            samples[i].push(start.elapsed().as_nanos() as f64 / READINGS as f64);
-        }
-    }
-    let ns: Vec<f64> = samples.into_iter().map(median).collect();
-    let native = ns[1];
-    println!("\n| configuration | ns per reading | × native |\n|---|---:|---:|");
-    for ((name, _, _), v) in configs.iter().zip(&ns) {
-        println!("| {name} | {v:.0} | {:.2} |", v / native);
+    for (title, high, avg_high) in [
+        ("default thresholds (115 / 105 mg/dL)", 115.0, 105.0),
+        (
+            "thresholds 390 / 390 mg/dL: alerts rare, call overhead exposed",
+            390.0,
+            390.0,
+        ),
+    ] {
+        table(
+            title,
+            &wasm,
+            &readings,
+            &history,
+            &with_epoch,
+            &without_epoch,
+            high,
+            avg_high,
+        );
     }
 
     // backtest on a 1M-reading file, single thread, parse to alerts written.
     let file: String = json_lines(BACKTEST_READINGS).join("\n");
     let rule = with_epoch.load(&wasm).unwrap();
-    let mut best = f64::MAX;
-    let mut summary = None;
-    for _ in 0..3 {
-        let mut sink = std::io::sink();
-        let s = backtest::run(rule.clone(), &BTreeMap::new(), file.as_bytes(), &mut sink).unwrap();
-        best = best.min(s.elapsed_secs);
-        summary = Some(s);
+    for (title, params) in [
+        ("default thresholds", BTreeMap::new()),
+        (
+            "thresholds 390 / 390 (alerts rare)",
+            [
+                (
+                    "high_mg_dl".to_owned(),
+                    glucoguard::model::ParamValue::Float(390.0),
+                ),
+                (
+                    "avg_high_mg_dl".to_owned(),
+                    glucoguard::model::ParamValue::Float(390.0),
+                ),
+            ]
+            .into(),
+        ),
+    ] {
+        let mut best = f64::MAX;
+        let mut summary = None;
+        for _ in 0..3 {
+            let mut sink = std::io::sink();
+            let s = backtest::run(rule.clone(), &params, file.as_bytes(), &mut sink).unwrap();
+            best = best.min(s.elapsed_secs);
+            summary = Some(s);
+        }
+        let s = summary.unwrap();
+        println!(
+            "\nbacktest, {title}: {} readings ({:.0} MB of JSON lines), {} alerts: best of 3 {:.3} s = {:.2} M readings/s on one core",
+            s.lines,
+            file.len() as f64 / 1e6,
+            s.alerts,
+            best,
+            s.lines as f64 / best / 1e6
+        );
+        println!(
+            "  phases of the last run: parse {:.3} s, history {:.3} s, evaluate {:.3} s, write alerts {:.3} s",
+            s.parse_secs, s.history_secs, s.evaluate_secs, s.write_secs
+        );
     }
-    let s = summary.unwrap();
-    println!(
-        "\nbacktest: {} readings ({:.0} MB of JSON lines), {} alerts: best of 3 {:.3} s = {:.2} M readings/s on one core",
-        s.lines,
-        file.len() as f64 / 1e6,
-        s.alerts,
-        best,
-        s.lines as f64 / best / 1e6
-    );
-    println!(
-        "  phases of the last run: parse {:.3} s, history {:.3} s, evaluate {:.3} s, write alerts {:.3} s",
-        s.parse_secs, s.history_secs, s.evaluate_secs, s.write_secs
-    );
 }

@@ -6,8 +6,9 @@ use crate::config::{Config, StoreConfig};
 use crate::engine::Engine;
 use crate::pipeline::rules::{RuleError, RuleManager};
 use crate::pipeline::{Pipeline, PipelineHandle};
-use crate::sinks::{ConsoleNotifier, LiveFeed, Notifier};
+use crate::sinks::{ConsoleNotifier, LiveFeed, Notifier, StorageSink};
 use crate::sources::file::{FileProgress, stream_file};
+use crate::store::mysql::MySqlStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Rules(#[from] RuleError),
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::SinkError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -57,6 +60,7 @@ impl std::fmt::Debug for App {
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        StoreConfig::Mysql { url, options } => Arc::new(MySqlStore::open(url, options).await?),
     })
 }
 
@@ -93,6 +97,15 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
 
 /// Starts the host. The pipeline runs until `handle.shutdown()`.
 pub async fn start(config: &Config) -> Result<App, StartError> {
+    start_with(config, Vec::new()).await
+}
+
+/// Starts the host with extra storage sinks beside the ones the config names.
+pub async fn start_with(
+    config: &Config,
+    extra_storage: Vec<Arc<dyn StorageSink>>,
+) -> Result<App, StartError> {
+    let storage = extra_storage;
     let store = open_store(&config.store).await?;
     let engine = Engine::new(config.engine.clone())?;
     let manager = Arc::new(RuleManager::new(engine, store.clone()));
@@ -102,8 +115,14 @@ pub async fn start(config: &Config) -> Result<App, StartError> {
     if config.console {
         notifiers.push(Arc::new(ConsoleNotifier));
     }
-    let (pipeline, handle) =
-        Pipeline::new(config.pipeline.clone(), store.clone(), manager, notifiers).await?;
+    let (pipeline, handle) = Pipeline::new(
+        config.pipeline.clone(),
+        store.clone(),
+        manager,
+        notifiers,
+        storage,
+    )
+    .await?;
     let pipeline = tokio::spawn(pipeline.run());
     let file_sources = config
         .file_sources

@@ -5,6 +5,7 @@
 use crate::engine::EngineConfig;
 use crate::model::ParamValue;
 use crate::pipeline::PipelineConfig;
+use crate::store::mysql::{MySqlOptions, MySqlUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,12 @@ pub struct RawHttp {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawStore {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// MySQL / MariaDB. The URL is read from the environment variable `url_env` names.
+    #[serde(alias = "mariadb")]
+    Mysql(MySqlOptions),
 }
 
 impl Default for RawStore {
@@ -111,7 +117,14 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// The URL prints without its password.
+    Mysql {
+        url: MySqlUrl,
+        options: MySqlOptions,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -164,15 +177,23 @@ impl Config {
         if p.queue_capacity == 0 {
             problems.push("pipeline.queue_capacity must be positive".to_owned());
         }
+        let store = match raw.store {
+            RawStore::Sqlite { path } => Some(StoreConfig::Sqlite {
+                path: resolve(&path),
+            }),
+            RawStore::Mysql(options) => match mysql_store(options, |k| std::env::var(k).ok()) {
+                Ok(store) => Some(store),
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
         Ok(Config {
-            store: match raw.store {
-                RawStore::Sqlite { path } => StoreConfig::Sqlite {
-                    path: resolve(&path),
-                },
-            },
+            store: store.expect("a store without problems is resolved"),
             engine: raw.engine,
             pipeline: raw.pipeline,
             file_sources: raw
@@ -193,6 +214,29 @@ impl Config {
             listen: raw.http.listen,
         })
     }
+}
+
+/// MySQL's validated config: the options checked and the URL read from the environment variable
+/// they name (`env` is `std::env::var` outside tests).
+fn mysql_store(
+    options: MySqlOptions,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, Vec<String>> {
+    let mut problems = options.problems();
+    if problems.is_empty() {
+        match env(&options.url_env) {
+            None => problems.push(format!(
+                "store.url_env: environment variable {} is not set; it holds the MySQL URL, \
+                 e.g. mysql://user:password@host:3306/glucoguard?ssl-mode=required",
+                options.url_env
+            )),
+            Some(url) => match MySqlUrl::parse(&url) {
+                Ok(url) => return Ok(StoreConfig::Mysql { url, options }),
+                Err(e) => problems.push(format!("${}: {e}", options.url_env)),
+            },
+        }
+    }
+    Err(problems)
 }
 
 #[cfg(test)]
@@ -228,6 +272,58 @@ mod tests {
         assert_eq!(c.file_sources, vec![PathBuf::from("/etc/gg/in.jsonl")]);
         assert_eq!(c.rules[0].params["high_mg_dl"], ParamValue::Float(120.0));
         assert!(c.rules[0].enabled);
+    }
+
+    #[test]
+    fn mysql_store_reads_its_url_from_the_named_environment_variable() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [store]
+            kind = "mysql"
+            url_env = "GG_DB_URL"
+            max_connections = 4
+            acquire_timeout_secs = 3
+            startup_timeout_secs = 120
+            "#,
+        )
+        .unwrap();
+        let RawStore::Mysql(options) = raw.store else {
+            panic!("mysql store expected")
+        };
+        assert_eq!(options.max_connections, 4);
+        assert_eq!(
+            options.idle_timeout_secs,
+            MySqlOptions::default().idle_timeout_secs
+        );
+        let env = |k: &str| {
+            (k == "GG_DB_URL")
+                .then(|| "mysql://gg:s3cret@db:3306/glucoguard?ssl-mode=required".to_owned())
+        };
+        let store = mysql_store(options.clone(), env).unwrap();
+        assert!(matches!(&store, StoreConfig::Mysql { url, .. } if url.endpoint() == "db:3306"));
+        assert!(!format!("{store:?}").contains("s3cret"), "{store:?}");
+
+        let missing = mysql_store(options.clone(), |_| None)
+            .unwrap_err()
+            .join("; ");
+        assert!(missing.contains("GG_DB_URL is not set"), "{missing}");
+        let bad = mysql_store(options, |_| Some("mysql://gg:s3cret@db:3306".to_owned()))
+            .unwrap_err()
+            .join("; ");
+        assert!(
+            bad.contains("no database") && !bad.contains("s3cret"),
+            "{bad}"
+        );
+
+        let alias: RawConfig = toml::from_str("[store]\nkind = \"mariadb\"").unwrap();
+        assert!(matches!(alias.store, RawStore::Mysql(o) if o == MySqlOptions::default()));
+        assert!(
+            toml::from_str::<RawConfig>("[store]\nkind = \"mysql\"\nurl = \"mysql://x\"").is_err()
+        );
+        let raw: RawConfig =
+            toml::from_str("[store]\nkind = \"mysql\"\nmax_connections = 0").unwrap();
+        let e = Config::validate(raw, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("store.max_connections"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nothing here knows about wasmtime, SQL or the network; `engine` converts these to and from
 //! the WIT types, `store` to and from rows.
 
+pub mod batch;
 pub mod dims;
 pub mod parse;
 

@@ -13,7 +13,8 @@ use crate::engine::{Evaluation, RuleMetrics, RuleSet};
 use crate::model::{
     DeadLetter, EpochMs, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse,
 };
-use crate::sinks::Notifier;
+use crate::sinks::{Durable, Notifier, StorageSink};
+use crate::sources::Ack;
 use crate::sources::{EmbeddedSource, SourceItem};
 use crate::store::{AlertStatus, Store, WriteBatch};
 use rules::{RuleError, RuleManager};
@@ -64,6 +65,7 @@ pub struct PipelineStats {
     pub alerts: u64,
     pub suppressed: u64,
     pub store_retries: u64,
+    pub sink_retries: u64,
     pub rules: Vec<RuleStatus>,
 }
 
@@ -134,12 +136,55 @@ impl PipelineHandle {
     }
 }
 
+/// The acknowledgements of one batch, released when every storage sink has completed its
+/// part. Only completions count: a handle dropped uncompleted (by a sink that failed and was
+/// retried with a fresh handle, or that never made the batch durable) releases nothing, so
+/// a batch is acknowledged once and only when it is durable everywhere: at-least-once.
+struct AckGroup {
+    acks: std::sync::Mutex<Vec<Ack>>,
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+impl AckGroup {
+    fn new(acks: Vec<Ack>, sinks: usize) -> Arc<Self> {
+        let group = Arc::new(AckGroup {
+            acks: std::sync::Mutex::new(acks),
+            pending: sinks.into(),
+        });
+        if sinks == 0 {
+            group.release();
+        }
+        group
+    }
+
+    fn durable(self: &Arc<Self>) -> Durable {
+        let group = self.clone();
+        Durable::new(move || {
+            if group
+                .pending
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+                == 1
+            {
+                group.release();
+            }
+        })
+    }
+
+    fn release(&self) {
+        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(|e| e.into_inner()));
+        for ack in acks {
+            ack.ack();
+        }
+    }
+}
+
 /// Everything the pipeline runs with.
 pub struct Pipeline {
     config: PipelineConfig,
     store: Arc<dyn Store>,
     manager: Arc<RuleManager>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    storage: Vec<Arc<dyn StorageSink>>,
     rules: RuleSet,
     history: History,
     input: mpsc::Receiver<SourceItem>,
@@ -157,6 +202,7 @@ impl Pipeline {
         store: Arc<dyn Store>,
         manager: Arc<RuleManager>,
         notifiers: Vec<Arc<dyn Notifier>>,
+        storage: Vec<Arc<dyn StorageSink>>,
     ) -> Result<(Pipeline, PipelineHandle), RuleError> {
         let rules = manager.build(Vec::new()).await?;
         let (input_tx, input) = mpsc::channel(config.queue_capacity.max(1));
@@ -167,6 +213,7 @@ impl Pipeline {
             store,
             manager: manager.clone(),
             notifiers,
+            storage,
             rules,
             history: History::new(Some(0)),
             input,
@@ -365,10 +412,35 @@ impl Pipeline {
         for n in &self.notifiers {
             n.notify(&notify);
         }
-        for ack in acks {
-            ack.ack();
+        // The items are acknowledged when the store (done above) and every storage sink
+        // have made the batch durable.
+        let group = AckGroup::new(acks, self.storage.len());
+        for sink in self.storage.clone() {
+            self.write_to_sink(sink, &batch, &group).await;
         }
+        drop(group);
         self.publish_stats();
+    }
+
+    /// Hands the batch to a storage sink, retrying with capped backoff until it accepts it.
+    async fn write_to_sink(
+        &mut self,
+        sink: Arc<dyn StorageSink>,
+        batch: &WriteBatch,
+        group: &Arc<AckGroup>,
+    ) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match sink.write(batch, group.durable()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.stats.sink_retries += 1;
+                    tracing::warn!(sink = sink.name(), error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Retries a store write with capped exponential backoff until it succeeds. While it

@@ -1,10 +1,66 @@
-//! Notification sinks: where alerts go once the store has made them durable. A notifier must
-//! not block the pipeline; slow or failing ones buffer or drop with a counter, never holding
-//! up storage.
+//! Sinks: where a batch goes after the OLTP store made it durable.
 //!
-//! Sinks never import the engine or the sources.
+//! - Storage sinks ([`StorageSink`]: analytics, archive) take each batch and report, through
+//!   the batch's [`Durable`] handle, when their copy is durable; a source item is acknowledged
+//!   only when the store and every storage sink have. A sink may complete later (an archive
+//!   completes when the file holding the batch is uploaded). A failed `write` is retried by the
+//!   pipeline with backoff: storage blocks, so backpressure reaches the sources.
+//! - Notifiers ([`Notifier`]) get the alerts that passed suppression and must never block.
+//!
+//! Sinks never import the engine, the sources, the store or the pipeline.
 
+use crate::model::batch::WriteBatch;
 use crate::model::{Alert, format_ms};
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Completion of one batch in one storage sink. `complete` once the batch is durable there;
+/// dropping it uncompleted means "not delivered", and the batch is never acknowledged
+/// (delivery is at-least-once, so the source will send it again).
+pub struct Durable(Option<Box<dyn FnOnce() + Send>>);
+
+impl Durable {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Durable(Some(Box::new(f)))
+    }
+    /// A handle that completes nothing (tests, one-off writes).
+    pub fn noop() -> Self {
+        Durable(None)
+    }
+    pub fn complete(mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Durable")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct SinkError {
+    pub sink: &'static str,
+    pub message: String,
+}
+
+pub trait StorageSink: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Accepts a batch. On `Ok` the sink owns `durable` and completes it when the batch is
+    /// durable in it (now or later); on `Err` the pipeline retries the same batch.
+    fn write<'a>(
+        &'a self,
+        batch: &'a WriteBatch,
+        durable: Durable,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Makes everything accepted so far durable (called on shutdown, after the last batch).
+    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+}
 use std::io::Write;
 use tokio::sync::broadcast;
 

@@ -1,9 +1,11 @@
 //! The OLTP store interface: readings, alerts and their lifecycle, rules and rule versions,
-//! faults and dead letters. SQLite is the embedded default; other engines implement the same
-//! [`Store`] trait and run the same test suite (`tests/it/store.rs`).
+//! faults and dead letters. SQLite is the embedded default, MySQL / MariaDB (`mysql`) the
+//! production engine; both implement the same [`Store`] trait and run the same test suite
+//! (`tests/it/store.rs`, `tests/it/mariadb.rs`).
 //!
 //! Every write is idempotent: replaying a batch changes nothing.
 
+pub mod mysql;
 pub mod sqlite;
 
 use crate::model::dims::Dimensions;
@@ -25,51 +27,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database server cannot be reached or refuses us; the message names the host.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// Lifecycle state of an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    Open,
-    Acknowledged,
-    Resolved,
-    /// A repeat within the suppression interval: stored, not notified.
-    Suppressed,
-}
-
-impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertStatus::Open => "open",
-            AlertStatus::Acknowledged => "acknowledged",
-            AlertStatus::Resolved => "resolved",
-            AlertStatus::Suppressed => "suppressed",
-        }
-    }
-}
-
-/// Everything one pipeline batch makes durable, written in one transaction.
-#[derive(Debug, Default, Clone)]
-pub struct WriteBatch {
-    pub readings: Vec<Reading>,
-    pub alerts: Vec<(Alert, AlertStatus)>,
-    pub dead_letters: Vec<DeadLetter>,
-    pub faults: Vec<RuleFault>,
-    pub quarantined: Vec<(RuleRef, String)>,
-    /// Receive time stamped on the rows.
-    pub received_at_ms: EpochMs,
-}
-
-impl WriteBatch {
-    pub fn is_empty(&self) -> bool {
-        self.readings.is_empty()
-            && self.alerts.is_empty()
-            && self.dead_letters.is_empty()
-            && self.faults.is_empty()
-            && self.quarantined.is_empty()
-    }
-}
+pub use crate::model::batch::{AlertStatus, WriteBatch};
 
 /// A stored rule version (the Wasm itself is fetched separately by hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ mod architecture;
 mod cli;
 mod equivalence;
 mod ingest;
+mod mariadb;
 mod pipeline;
 mod sandbox;
 mod scenarios;

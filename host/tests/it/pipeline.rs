@@ -221,10 +221,10 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     const N: usize = 3000;
     let source = app.handle.embedded_source("swap");
     let acked = Arc::new(AtomicU64::new(0));
-    let producer = {
-        let acked = acked.clone();
+    let send_range = |range: std::ops::Range<usize>| {
+        let (source, acked) = (source.clone(), acked.clone());
         tokio::spawn(async move {
-            for i in 0..N {
+            for i in range {
                 let a = acked.clone();
                 let p = glucose_json(
                     &format!("s{i}"),
@@ -241,16 +241,26 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
                     )
                     .await
                     .unwrap();
-                if i % 64 == 0 {
-                    tokio::task::yield_now().await;
-                }
             }
         })
     };
-    // Swap while the stream is running.
-    while acked.load(Ordering::SeqCst) < (N / 3) as u64 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let wait_acked = |n: u64| {
+        let acked = acked.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while acked.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await
+            .expect("acknowledged in time")
+        }
+    };
+    // A third goes through the old set; a third streams while the swap happens; the last third
+    // is sent after the swap returned, so both sets certainly serve part of the stream.
+    send_range(0..N / 3).await.unwrap();
+    wait_acked((N / 3) as u64).await;
+    let during = send_range(N / 3..2 * N / 3);
     app.handle.rules().disable("default-glucose").await.unwrap();
     app.handle
         .rules()
@@ -258,15 +268,9 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
         .await
         .unwrap();
     app.handle.reload_rules().await.unwrap();
-    let at_swap = acked.load(Ordering::SeqCst);
-    producer.await.unwrap();
-    while acked.load(Ordering::SeqCst) < N as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        at_swap < N as u64,
-        "the swap happened mid-stream ({at_swap} of {N} acknowledged)"
-    );
+    during.await.unwrap();
+    send_range(2 * N / 3..N).await.unwrap();
+    wait_acked(N as u64).await;
 
     let alerts = app.store.alerts(10 * N as u32).await.unwrap();
     let mut per_reading: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -346,5 +350,98 @@ async fn a_faulty_rule_is_quarantined_in_the_store_while_the_stream_goes_on() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("quarantined"), "{err}");
+    stop(app).await;
+}
+
+/// A storage sink that keeps batches in memory, refuses the first `fail_first` writes, and
+/// completes each batch only when the test says so: enough to watch acknowledgements.
+#[derive(Default)]
+struct HeldSink {
+    fail_first: std::sync::atomic::AtomicUsize,
+    held: std::sync::Mutex<Vec<glucoguard::sinks::Durable>>,
+    readings: AtomicU64,
+}
+
+impl glucoguard::sinks::StorageSink for HeldSink {
+    fn name(&self) -> &'static str {
+        "held"
+    }
+    fn write<'a>(
+        &'a self,
+        batch: &'a glucoguard::store::WriteBatch,
+        durable: glucoguard::sinks::Durable,
+    ) -> glucoguard::sinks::BoxFuture<'a, Result<(), glucoguard::sinks::SinkError>> {
+        Box::pin(async move {
+            if self.fail_first.load(Ordering::SeqCst) > 0 {
+                self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                return Err(glucoguard::sinks::SinkError {
+                    sink: "held",
+                    message: "not now".into(),
+                });
+            }
+            self.readings
+                .fetch_add(batch.readings.len() as u64, Ordering::SeqCst);
+            self.held.lock().unwrap().push(durable);
+            Ok(())
+        })
+    }
+    fn flush(&self) -> glucoguard::sinks::BoxFuture<'_, Result<(), glucoguard::sinks::SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(HeldSink {
+        fail_first: 2.into(),
+        ..HeldSink::default()
+    });
+    let app = app::start_with(
+        &config(
+            &dir.path().join("g.db"),
+            vec![rule("glucoguard_default_rule", &[])],
+        ),
+        vec![sink.clone()],
+    )
+    .await
+    .unwrap();
+    let source = app.handle.embedded_source("test");
+    let acked = Arc::new(AtomicU64::new(0));
+    for i in 0..10 {
+        let a = acked.clone();
+        let p = glucose_json(&format!("h{i}"), 1, T0 + i * MIN, 100.0);
+        source
+            .send_with_ack(
+                p.into_bytes(),
+                Ack::new(move || {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    // The store has them, the sink accepted them (after two refusals), nothing is acknowledged.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while sink.readings.load(Ordering::SeqCst) < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the sink accepted every reading after its refusals");
+    assert_eq!(app.store.counts().await.unwrap().glucose_readings, 10);
+    assert!(app.handle.stats().sink_retries >= 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        0,
+        "not durable in the sink yet: nothing acknowledged"
+    );
+    // Completing the sink's handles releases exactly the held items.
+    let held: Vec<_> = std::mem::take(&mut *sink.held.lock().unwrap());
+    for d in held {
+        d.complete();
+    }
+    assert_eq!(acked.load(Ordering::SeqCst), 10);
     stop(app).await;
 }

@@ -1,7 +1,10 @@
-//! The store contract, written once against `dyn Store` and run against every implementation
-//! (SQLite here; the MySQL/MariaDB store joins the same list).
+//! The store contract, written once against `dyn Store` and run against every implementation:
+//! SQLite here, MySQL/MariaDB in `mariadb.rs` (one test there per `pub(crate)` suite function).
 
 use crate::support::*;
+use glucoguard::model::dims::{
+    Device, DeviceModel, Dimensions, Manufacturer, Patient, Subscriber, Subscription,
+};
 use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef, Severity};
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, RuleState, Store, StoreError, WriteBatch};
@@ -69,7 +72,7 @@ fn sample_batch() -> WriteBatch {
     }
 }
 
-async fn writes_are_idempotent(store: Arc<dyn Store>) {
+pub(crate) async fn writes_are_idempotent(store: Arc<dyn Store>) {
     let b = sample_batch();
     store.write_batch(&b).await.unwrap();
     let first = store.counts().await.unwrap();
@@ -112,7 +115,7 @@ async fn writes_are_idempotent(store: Arc<dyn Store>) {
     );
 }
 
-async fn recent_readings_cover_the_lookback(store: Arc<dyn Store>) {
+pub(crate) async fn recent_readings_cover_the_lookback(store: Arc<dyn Store>) {
     let b = WriteBatch {
         readings: (0..20)
             .map(|i| glucose(&format!("g{i}"), 1, T0 + i * MIN, 100.0 + i as f64))
@@ -131,7 +134,7 @@ async fn recent_readings_cover_the_lookback(store: Arc<dyn Store>) {
     assert_eq!(recent[0], b.readings[15], "readings round-trip exactly");
 }
 
-async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
+pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
     let engine = engine();
     let rule = load(&engine, "glucoguard_default_rule");
     store
@@ -194,6 +197,211 @@ async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
     );
 }
 
+fn dimensions(first_name: &str, role: &str) -> Dimensions {
+    Dimensions {
+        patients: (1..=2)
+            .map(|id| Patient {
+                patient_id: id,
+                first_name: first_name.into(),
+                last_name: "Doe".into(),
+                birth_date: Some("1970-01-01".into()),
+                sex: None,
+                email: Some(format!("p{id}@example.org")),
+                phone: None,
+                profile: Some("stable".into()),
+                diabetes_type: Some("type1".into()),
+            })
+            .collect(),
+        manufacturers: vec![Manufacturer {
+            manufacturer_id: 1,
+            name: "Acme".into(),
+            country: Some("NL".into()),
+        }],
+        device_models: vec![DeviceModel {
+            model_id: 7,
+            manufacturer_id: 1,
+            name: "G7".into(),
+            kind: "cgm".into(),
+            firmware_versions: vec!["1.0".into()],
+        }],
+        devices: (1..=2)
+            .map(|id| Device {
+                device_id: 1000 + id,
+                model_id: 7,
+                serial_number: format!("SN{id}"),
+                patient_id: id,
+                firmware_version: Some("1.0".into()),
+            })
+            .collect(),
+        subscribers: vec![
+            Subscriber {
+                subscriber_id: 1,
+                name: "Dr. Who".into(),
+                role: role.into(),
+                telegram_chat_id: Some(-100_123),
+                email: None,
+            },
+            Subscriber {
+                subscriber_id: 2,
+                name: "Carer".into(),
+                role: "caregiver".into(),
+                telegram_chat_id: None,
+                email: Some("c@example.org".into()),
+            },
+        ],
+        subscriptions: vec![
+            Subscription {
+                subscriber_id: 1,
+                patient_id: 1,
+            },
+            Subscription {
+                subscriber_id: 1,
+                patient_id: 2,
+            },
+            Subscription {
+                subscriber_id: 2,
+                patient_id: 2,
+            },
+        ],
+    }
+}
+
+/// Dimension rows are upserted: a repeat updates in place, and a batch with a bad row (a role
+/// the schema refuses) leaves nothing behind.
+pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn Store>) {
+    let shape =
+        |c: glucoguard::store::Counts| (c.patients, c.devices, c.subscribers, c.subscriptions);
+    store
+        .put_dimensions(&dimensions("Ann", "doctor"))
+        .await
+        .unwrap();
+    assert_eq!(shape(store.counts().await.unwrap()), (2, 2, 2, 3));
+    store
+        .put_dimensions(&dimensions("Ann", "doctor"))
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(store.counts().await.unwrap()),
+        (2, 2, 2, 3),
+        "a repeat adds no rows"
+    );
+
+    let mut more = dimensions("Anna", "doctor");
+    more.patients.push(Patient {
+        patient_id: 3,
+        first_name: "Bo".into(),
+        last_name: "Li".into(),
+        birth_date: None,
+        sex: None,
+        email: None,
+        phone: None,
+        profile: None,
+        diabetes_type: None,
+    });
+    more.subscriptions.push(Subscription {
+        subscriber_id: 2,
+        patient_id: 3,
+    });
+    store.put_dimensions(&more).await.unwrap();
+    assert_eq!(
+        shape(store.counts().await.unwrap()),
+        (3, 2, 2, 4),
+        "updates in place, adds the new"
+    );
+
+    let mut bad = dimensions("X", "hacker");
+    bad.patients[0].patient_id = 9;
+    bad.subscriptions.clear();
+    assert!(
+        store.put_dimensions(&bad).await.is_err(),
+        "role `hacker` is refused"
+    );
+    assert_eq!(
+        shape(store.counts().await.unwrap()),
+        (3, 2, 2, 4),
+        "nothing of the refused batch was written"
+    );
+}
+
+/// A batch larger than any engine's statement limits (bound variables, packet size) is written
+/// whole, in one transaction, and replaying it adds nothing.
+pub(crate) async fn large_batches_are_written_whole(store: Arc<dyn Store>) {
+    const N: i64 = 12_000;
+    let readings: Vec<_> = (0..N)
+        .map(|i| {
+            glucose(
+                &format!("big{i}"),
+                (i % 50) as u64,
+                T0 + i * 1000,
+                100.0 + (i % 40) as f64,
+            )
+        })
+        .collect();
+    let b = WriteBatch {
+        alerts: readings
+            .iter()
+            .map(|r| (alert(&r.id, r.at_ms), AlertStatus::Open))
+            .collect(),
+        readings,
+        // 400 payloads of ~40 KiB: 16 MiB, more than one statement may carry.
+        dead_letters: (0..400)
+            .map(|i| DeadLetter {
+                origin: "big".into(),
+                reason: format!("reason {i}"),
+                payload: format!("{i}:{}", "x".repeat(40_000)),
+                received_at_ms: 3,
+            })
+            .collect(),
+        received_at_ms: 3,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&b).await.unwrap();
+    store.write_batch(&b).await.unwrap();
+    let c = store.counts().await.unwrap();
+    assert_eq!(
+        (c.glucose_readings, c.alerts, c.dead_letters),
+        (N as u64, N as u64, 400)
+    );
+    assert_eq!(store.alerts(u32::MAX).await.unwrap().len(), N as usize);
+    let recent = store.recent_readings(N * 1000).await.unwrap();
+    assert_eq!(recent.len(), N as usize);
+    assert_eq!(recent.last().unwrap(), b.readings.last().unwrap());
+}
+
+/// Ids are compared byte for byte, as producers mean them: `abc`, `ABC` and `ábc` are three
+/// readings (a case- or accent-insensitive key would merge them).
+pub(crate) async fn ids_compare_exactly(store: Arc<dyn Store>) {
+    let ids = ["abc", "ABC", "ábc", "abc-1"];
+    let b = WriteBatch {
+        readings: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| glucose(id, 1, T0 + i as i64 * MIN, 120.0))
+            .collect(),
+        alerts: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (alert(id, T0 + i as i64 * MIN), AlertStatus::Open))
+            .collect(),
+        received_at_ms: 1,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&b).await.unwrap();
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.glucose_readings, c.alerts), (4, 4));
+    let mut stored: Vec<String> = store
+        .recent_readings(MIN * 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    stored.sort();
+    let mut expected: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
 #[tokio::test]
 async fn sqlite_writes_are_idempotent() {
     let (s, _d) = sqlite().await;
@@ -210,6 +418,24 @@ async fn sqlite_recent_readings_cover_the_lookback() {
 async fn sqlite_rule_versions_are_immutable() {
     let (s, _d) = sqlite().await;
     rule_versions_are_immutable(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_dimensions_are_upserted_in_one_transaction() {
+    let (s, _d) = sqlite().await;
+    dimensions_are_upserted_in_one_transaction(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_large_batches_are_written_whole() {
+    let (s, _d) = sqlite().await;
+    large_batches_are_written_whole(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_ids_compare_exactly() {
+    let (s, _d) = sqlite().await;
+    ids_compare_exactly(s).await;
 }
 
 #[tokio::test]

@@ -1,0 +1,1106 @@
+//! The production OLTP store on MySQL / MariaDB (sqlx): a connection pool, the SQLite schema in
+//! MySQL's dialect (`migrations/mysql`), and batched multi-row idempotent writes.
+//!
+//! The connection URL comes from the environment variable the config names (`url_env`, default
+//! `GLUCOGUARD_MYSQL_URL`), never from the file: `mysql://user:password@host:3306/database`.
+//! TLS is part of the URL, parsed by sqlx: `ssl-mode` = `disabled` | `preferred` (the default:
+//! TLS when the server offers it, certificate not checked) | `required` | `verify_ca` |
+//! `verify_identity`, with `ssl-ca=/path/ca.pem` for a private CA (otherwise Mozilla's roots)
+//! and `ssl-cert` / `ssl-key` for a client certificate.
+//!
+//! Availability: at start an unreachable server is retried with capped exponential backoff for
+//! `startup_timeout_secs`, then start fails naming the host (never the password). While
+//! streaming, a query waits at most `acquire_timeout_secs` for a connection; a failed write is
+//! an error, which the pipeline retries with backoff, and the pool reconnects once the server is
+//! back (every pooled connection is pinged before use).
+
+use super::{
+    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
+    WriteBatch,
+};
+use crate::model::dims::Dimensions;
+use crate::model::{
+    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading,
+    ReadingKind, RuleFault, RuleInfo, RuleRef, Severity, now_ms,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+    MySqlRow,
+};
+use sqlx::query_builder::Separated;
+use sqlx::{Connection, Executor, QueryBuilder, Row};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "prototype",
+        sql: include_str!("../../migrations/mysql/0001_prototype.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "platform",
+        sql: include_str!("../../migrations/mysql/0002_platform.sql"),
+    },
+];
+
+/// The environment variable that holds the URL unless the config names another.
+pub const DEFAULT_URL_ENV: &str = "GLUCOGUARD_MYSQL_URL";
+
+/// Bound values one statement may carry: MySQL's limit (a 16-bit count).
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+/// Data one multi-row INSERT may carry, well under `max_allowed_packet` (MariaDB's default is
+/// 16 MiB, MySQL 8's 64 MiB): dead letters hold up to 48 KiB each.
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
+
+/// Pool and availability options of `[store] kind = "mysql"`. Units are in the names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MySqlOptions {
+    /// Environment variable holding the connection URL (credentials never live in the file).
+    pub url_env: String,
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// How long a query waits for a pooled connection, including (re)connecting to the server,
+    /// before it fails; the pipeline then retries the batch with backoff.
+    pub acquire_timeout_secs: u64,
+    /// Idle connections are closed after this long; 0 keeps them.
+    pub idle_timeout_secs: u64,
+    /// Connections are replaced after this long; 0 keeps them.
+    pub max_lifetime_secs: u64,
+    /// How long start-up keeps retrying a server that does not accept connections; 0 tries once.
+    pub startup_timeout_secs: u64,
+    /// Cap of the backoff between start-up attempts (it starts at 100 ms and doubles).
+    pub startup_backoff_max_ms: u64,
+}
+
+impl Default for MySqlOptions {
+    fn default() -> Self {
+        MySqlOptions {
+            url_env: DEFAULT_URL_ENV.to_owned(),
+            max_connections: 8,
+            min_connections: 0,
+            acquire_timeout_secs: 10,
+            idle_timeout_secs: 600,
+            max_lifetime_secs: 1800,
+            startup_timeout_secs: 60,
+            startup_backoff_max_ms: 5000,
+        }
+    }
+}
+
+impl MySqlOptions {
+    /// What is wrong with these options, one line per problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.url_env.trim().is_empty() {
+            problems.push("store.url_env must name an environment variable".to_owned());
+        }
+        if self.max_connections == 0 {
+            problems.push("store.max_connections must be at least 1".to_owned());
+        }
+        if self.min_connections > self.max_connections {
+            problems.push("store.min_connections must not exceed store.max_connections".to_owned());
+        }
+        if self.acquire_timeout_secs == 0 {
+            problems.push("store.acquire_timeout_secs must be positive".to_owned());
+        }
+        if self.startup_backoff_max_ms == 0 {
+            problems.push("store.startup_backoff_max_ms must be positive".to_owned());
+        }
+        problems
+    }
+}
+
+/// A parsed MySQL URL. It prints without the password, so configs and errors holding it are
+/// safe to log.
+#[derive(Clone)]
+pub struct MySqlUrl {
+    options: Box<MySqlConnectOptions>,
+    redacted: String,
+}
+
+impl MySqlUrl {
+    /// Parses `mysql://user:password@host:port/database?ssl-mode=…`. The error never repeats the
+    /// URL, which holds the password.
+    pub fn parse(url: &str) -> Result<MySqlUrl, String> {
+        let options = MySqlConnectOptions::from_str(url).map_err(|e| {
+            format!("not a MySQL URL ({e}); expected mysql://user:password@host:3306/database")
+        })?;
+        let database = options
+            .get_database()
+            .ok_or("the MySQL URL names no database: mysql://user:password@host:3306/database")?
+            .to_owned();
+        let endpoint = endpoint(&options);
+        let redacted = format!("mysql://{}@{endpoint}/{database}", options.get_username());
+        Ok(MySqlUrl {
+            options: Box::new(options),
+            redacted,
+        })
+    }
+
+    /// The same server with another database, e.g. for a test's own database.
+    pub fn with_database(&self, database: &str) -> MySqlUrl {
+        let options = Box::new((*self.options).clone().database(database));
+        let redacted = format!(
+            "mysql://{}@{}/{database}",
+            options.get_username(),
+            endpoint(&options)
+        );
+        MySqlUrl { options, redacted }
+    }
+
+    /// `host:port`, or the socket path: where the server is, for messages.
+    pub fn endpoint(&self) -> String {
+        endpoint(&self.options)
+    }
+
+    pub fn connect_options(&self) -> &MySqlConnectOptions {
+        &self.options
+    }
+}
+
+fn endpoint(o: &MySqlConnectOptions) -> String {
+    match o.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", o.get_host(), o.get_port()),
+    }
+}
+
+impl std::fmt::Debug for MySqlUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl std::fmt::Display for MySqlUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+impl MySqlStore {
+    /// Waits for the server (bounded, see [`MySqlOptions::startup_timeout_secs`]), opens the
+    /// pool and applies pending migrations.
+    pub async fn open(url: &MySqlUrl, options: &MySqlOptions) -> Result<Self, StoreError> {
+        wait_for_server(url, options).await?;
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(Duration::from_secs(options.acquire_timeout_secs))
+            .idle_timeout(secs(options.idle_timeout_secs))
+            .max_lifetime(secs(options.max_lifetime_secs))
+            // A connection that died with the server is found by a ping and replaced.
+            .test_before_acquire(true)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Strict mode whatever the server's default: a value that does not fit is an
+                    // error, never silently truncated.
+                    conn.execute(
+                        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with((*url.options).clone())
+            .await?;
+        let store = MySqlStore { pool };
+        store.migrate().await?;
+        tracing::info!(url = %url, "mysql store open");
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations once each. MySQL commits DDL implicitly, so a migration is not
+    /// one transaction as in SQLite: its statements are written to be re-runnable (`IF NOT
+    /// EXISTS`), and a named lock keeps two hosts starting together from racing.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: Option<i64> = sqlx::query_scalar(
+            "SELECT GET_LOCK(LEFT(CONCAT('glucoguard.migrate.', DATABASE()), 64), 60)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if locked != Some(1) {
+            return Err(StoreError::Unavailable(
+                "another host held the migration lock for 60 s".to_owned(),
+            ));
+        }
+        let result = apply_migrations(&mut conn).await;
+        let released =
+            sqlx::query("SELECT RELEASE_LOCK(LEFT(CONCAT('glucoguard.migrate.', DATABASE()), 64))")
+                .execute(&mut *conn)
+                .await;
+        result?;
+        released?;
+        Ok(())
+    }
+
+    async fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let glucose: Vec<(&Reading, &Glucose)> = b
+            .readings
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Glucose(g) => Some((r, g)),
+                Body::Device(_) => None,
+            })
+            .collect();
+        insert(
+            &mut tx,
+            "INSERT INTO GlucoseReadings (ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location, ReceivedAtMs) ",
+            7,
+            &glucose,
+            |(r, g)| r.id.len() + text_len(&g.location),
+            |row, (r, g)| {
+                row.push_bind(&r.id)
+                    .push_bind(g.patient_id as i64)
+                    .push_bind(g.device_id as i64)
+                    .push_bind(g.mg_dl)
+                    .push_bind(r.at_ms)
+                    .push_bind(g.location.as_deref())
+                    .push_bind(b.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE ReadingID = ReadingID",
+        )
+        .await?;
+        let device: Vec<(&Reading, &DeviceTelemetry)> = b
+            .readings
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Device(d) => Some((r, d)),
+                Body::Glucose(_) => None,
+            })
+            .collect();
+        insert(
+            &mut tx,
+            "INSERT INTO DeviceOperationalData (ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes, ReceivedAtMs) ",
+            8,
+            &device,
+            |(r, d)| {
+                r.id.len()
+                    + text_len(&d.firmware_version)
+                    + d.error_codes.iter().map(|c| c.len() + 1).sum::<usize>()
+            },
+            |row, (r, d)| {
+                row.push_bind(&r.id)
+                    .push_bind(d.device_id as i64)
+                    .push_bind(r.at_ms)
+                    .push_bind(d.battery_pct)
+                    .push_bind(d.firmware_version.as_deref())
+                    .push_bind(d.connectivity.as_str())
+                    .push_bind(d.error_codes.join(","))
+                    .push_bind(b.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE ReadingID = ReadingID",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO Alerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
+            13,
+            &b.alerts,
+            |(a, _)| {
+                a.id.len()
+                    + a.reading_id.len()
+                    + a.rule.name.len()
+                    + a.rule.version.len()
+                    + a.code.len()
+                    + a.message.len()
+            },
+            |row, (a, _)| {
+                row.push_bind(&a.id)
+                    .push_bind(&a.reading_id)
+                    .push_bind(a.patient_id.map(|p| p as i64))
+                    .push_bind(a.device_id as i64)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(&a.rule.name)
+                    .push_bind(&a.rule.version)
+                    .push_bind(&a.code)
+                    .push_bind(a.severity.as_str())
+                    .push_bind(&a.message)
+                    .push_bind(a.value)
+                    .push_bind(a.at_ms)
+                    .push_bind(b.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE AlertID = AlertID",
+        )
+        .await?;
+        // A replay leaves the lifecycle as it is (an acknowledged alert stays acknowledged).
+        insert(
+            &mut tx,
+            "INSERT INTO AlertLifecycle (AlertID, Status, UpdatedAtMs) ",
+            3,
+            &b.alerts,
+            |(a, _)| a.id.len(),
+            |row, (a, status)| {
+                row.push_bind(&a.id)
+                    .push_bind(status.as_str())
+                    .push_bind(b.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE AlertID = AlertID",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO DeadLetters (Fingerprint, Origin, Reason, Payload, ReceivedAtMs) ",
+            5,
+            &b.dead_letters,
+            |d| 32 + d.origin.len() + d.reason.len() + d.payload.len(),
+            |row, d| {
+                row.push_bind(d.fingerprint())
+                    .push_bind(&d.origin)
+                    .push_bind(&d.reason)
+                    .push_bind(&d.payload)
+                    .push_bind(d.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE Fingerprint = Fingerprint",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO RuleFaults (RuleName, Version, Kind, Detail, AtMs) ",
+            5,
+            &b.faults,
+            |f| f.rule.name.len() + f.rule.version.len() + f.detail.len(),
+            |row, f| {
+                row.push_bind(&f.rule.name)
+                    .push_bind(&f.rule.version)
+                    .push_bind(f.kind.as_str())
+                    .push_bind(&f.detail)
+                    .push_bind(f.at_ms);
+            },
+            "",
+        )
+        .await?;
+        for (rule, reason) in &b.quarantined {
+            sqlx::query("UPDATE RuleVersions SET Status = 'quarantined', QuarantineReason = ? WHERE RuleName = ? AND Version = ?")
+                .bind(reason)
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_dimensions(&self, d: &Dimensions) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        insert(
+            &mut tx,
+            "INSERT INTO Patient (PatientID, FirstName, LastName, DateOfBirth, Sex, Email, Phone, Profile, DiabetesType, CreatedAtMs) ",
+            10,
+            &d.patients,
+            |p| {
+                p.first_name.len()
+                    + p.last_name.len()
+                    + text_len(&p.birth_date)
+                    + text_len(&p.sex)
+                    + text_len(&p.email)
+                    + text_len(&p.phone)
+                    + text_len(&p.profile)
+                    + text_len(&p.diabetes_type)
+            },
+            |row, p| {
+                row.push_bind(p.patient_id as i64)
+                    .push_bind(&p.first_name)
+                    .push_bind(&p.last_name)
+                    .push_bind(&p.birth_date)
+                    .push_bind(&p.sex)
+                    .push_bind(&p.email)
+                    .push_bind(&p.phone)
+                    .push_bind(&p.profile)
+                    .push_bind(&p.diabetes_type)
+                    .push_bind(now);
+            },
+            " ON DUPLICATE KEY UPDATE FirstName = VALUES(FirstName), LastName = VALUES(LastName), \
+             DateOfBirth = VALUES(DateOfBirth), Sex = VALUES(Sex), Email = VALUES(Email), \
+             Phone = VALUES(Phone), Profile = VALUES(Profile), DiabetesType = VALUES(DiabetesType)",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO Manufacturer (ManufacturerID, Name, Country) ",
+            3,
+            &d.manufacturers,
+            |m| m.name.len() + text_len(&m.country),
+            |row, m| {
+                row.push_bind(m.manufacturer_id as i64)
+                    .push_bind(&m.name)
+                    .push_bind(&m.country);
+            },
+            " ON DUPLICATE KEY UPDATE Name = VALUES(Name), Country = VALUES(Country)",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO DeviceStaticInfo (DeviceID, ManufacturerID, PatientID, Model, SerialNumber, DeviceType, FirmwareVersion) ",
+            7,
+            &d.devices,
+            |dev| 64 + dev.serial_number.len() + text_len(&dev.firmware_version),
+            |row, dev| {
+                let model = d.device_models.iter().find(|m| m.model_id == dev.model_id);
+                row.push_bind(dev.device_id as i64)
+                    .push_bind(model.map(|m| m.manufacturer_id as i64))
+                    .push_bind(dev.patient_id as i64)
+                    .push_bind(model.map(|m| m.name.as_str()))
+                    .push_bind(&dev.serial_number)
+                    .push_bind(model.map(|m| m.kind.as_str()))
+                    .push_bind(&dev.firmware_version);
+            },
+            " ON DUPLICATE KEY UPDATE ManufacturerID = VALUES(ManufacturerID), PatientID = VALUES(PatientID), \
+             Model = VALUES(Model), SerialNumber = VALUES(SerialNumber), DeviceType = VALUES(DeviceType), \
+             FirmwareVersion = VALUES(FirmwareVersion)",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO Subscriber (SubscriberID, Name, Role, TelegramChatID, Email) ",
+            5,
+            &d.subscribers,
+            |s| s.name.len() + s.role.len() + text_len(&s.email),
+            |row, s| {
+                row.push_bind(s.subscriber_id as i64)
+                    .push_bind(&s.name)
+                    .push_bind(&s.role)
+                    .push_bind(s.telegram_chat_id)
+                    .push_bind(&s.email);
+            },
+            " ON DUPLICATE KEY UPDATE Name = VALUES(Name), Role = VALUES(Role), \
+             TelegramChatID = VALUES(TelegramChatID), Email = VALUES(Email)",
+        )
+        .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO SubscribedPatients (SubscriberID, PatientID) ",
+            2,
+            &d.subscriptions,
+            |_| 0,
+            |row, s| {
+                row.push_bind(s.subscriber_id as i64)
+                    .push_bind(s.patient_id as i64);
+            },
+            " ON DUPLICATE KEY UPDATE SubscriberID = SubscriberID",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Retries connecting with capped exponential backoff until the server accepts a connection or
+/// `startup_timeout_secs` ran out. Errors that waiting cannot fix (bad password, unknown
+/// database, TLS refused) end it at once.
+async fn wait_for_server(url: &MySqlUrl, o: &MySqlOptions) -> Result<(), StoreError> {
+    let budget = Duration::from_secs(o.startup_timeout_secs);
+    let cap = Duration::from_millis(o.startup_backoff_max_ms.max(1));
+    let per_attempt = Duration::from_secs(o.acquire_timeout_secs.max(1));
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100).min(cap);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match tokio::time::timeout(
+            per_attempt,
+            MySqlConnection::connect_with(url.connect_options()),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                if attempts > 1 {
+                    tracing::info!(url = %url, attempts, "mysql server reachable");
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) if !is_transient(&e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "connecting to MySQL at {} failed: {e}",
+                    url.endpoint()
+                )));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", per_attempt.as_secs()),
+        };
+        if started.elapsed() + delay > budget {
+            return Err(StoreError::Unavailable(format!(
+                "MySQL at {} is unreachable after {attempts} attempt(s) over {:.1} s: {error}. \
+                 Is the server running, and does ${} hold the right URL?",
+                url.endpoint(),
+                started.elapsed().as_secs_f64(),
+                o.url_env
+            )));
+        }
+        tracing::warn!(endpoint = %url.endpoint(), attempts, retry_in_ms = delay.as_millis() as u64, %error, "mysql server not reachable yet; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(cap);
+    }
+}
+
+/// Whether waiting might help: the network, or a server starting, stopping or full.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            // Too many connections, shutdown in progress, connection killed.
+            .is_some_and(|m| matches!(m.number(), 1040 | 1053 | 1927)),
+        _ => false,
+    }
+}
+
+async fn apply_migrations(conn: &mut MySqlConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS _glucoguard_migrations (Version BIGINT NOT NULL PRIMARY KEY, \
+         Name VARCHAR(128) NOT NULL, AppliedAtMs BIGINT NOT NULL) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT Version FROM _glucoguard_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        sqlx::raw_sql(m.sql).execute(&mut *conn).await?;
+        sqlx::query(
+            "INSERT INTO _glucoguard_migrations (Version, Name, AppliedAtMs) VALUES (?, ?, ?)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "mysql migration applied"
+        );
+    }
+    Ok(())
+}
+
+fn text_len(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+/// Splits rows into runs that each fit one INSERT of `columns` values per row: at most
+/// [`MAX_PLACEHOLDERS`] bound values and about [`MAX_STATEMENT_BYTES`] of data (a single row
+/// larger than that still goes, alone).
+fn chunks<T>(rows: &[T], columns: usize, bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let max_rows = (MAX_PLACEHOLDERS / columns.max(1)).max(1);
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let b = bytes(row) + 8 * columns;
+        if i > start && (i - start == max_rows || size + b > MAX_STATEMENT_BYTES) {
+            out.push(&rows[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += b;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// Writes rows with multi-row INSERTs, chunked by [`chunks`]. `tail` (e.g. `ON DUPLICATE KEY
+/// UPDATE k = k`) makes them idempotent; unlike `INSERT IGNORE` it keeps strict mode's errors
+/// for values that do not fit instead of truncating them.
+async fn insert<'r, T>(
+    conn: &mut MySqlConnection,
+    head: &'static str,
+    columns: usize,
+    rows: &'r [T],
+    bytes: impl Fn(&T) -> usize,
+    mut bind: impl FnMut(&mut Separated<'_, 'r, MySql, &'static str>, &'r T),
+    tail: &'static str,
+) -> Result<(), StoreError> {
+    for chunk in chunks(rows, columns, &bytes) {
+        let mut q = QueryBuilder::<MySql>::new(head);
+        q.push_values(chunk, |mut row, item| bind(&mut row, item));
+        q.push(tail);
+        // Not cached: every batch size is another statement text.
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A text column as `String`. Id columns use `utf8mb4_bin`, which the server reports with the
+/// BINARY flag, and sqlx's checked decode refuses BINARY columns as `String`; the bytes are
+/// UTF-8 all the same (the decode still checks that).
+fn text(row: &MySqlRow, col: &str) -> Result<String, StoreError> {
+    Ok(row.try_get_unchecked(col)?)
+}
+
+fn opt_text(row: &MySqlRow, col: &str) -> Result<Option<String>, StoreError> {
+    Ok(row.try_get_unchecked(col)?)
+}
+
+fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
+}
+
+fn reading_from_glucose_row(row: &MySqlRow) -> Result<Reading, StoreError> {
+    Ok(Reading {
+        id: text(row, "ReadingID")?,
+        at_ms: row.try_get("TimestampMs")?,
+        body: Body::Glucose(Glucose {
+            patient_id: u64_col(row, "PatientID")?,
+            device_id: u64_col(row, "DeviceID")?,
+            mg_dl: row.try_get("GlucoseLevel")?,
+            location: opt_text(row, "Location")?,
+        }),
+    })
+}
+
+fn reading_from_device_row(row: &MySqlRow) -> Result<Reading, StoreError> {
+    let codes = text(row, "ErrorCodes")?;
+    let connectivity = text(row, "ConnectivityStatus")?;
+    Ok(Reading {
+        id: text(row, "ReadingID")?,
+        at_ms: row.try_get("TimestampMs")?,
+        body: Body::Device(DeviceTelemetry {
+            device_id: u64_col(row, "DeviceID")?,
+            battery_pct: row.try_get("BatteryLevel")?,
+            firmware_version: opt_text(row, "FirmwareVersion")?,
+            connectivity: Connectivity::parse(&connectivity).unwrap_or(Connectivity::Unknown),
+            error_codes: codes
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+    })
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Store for MySqlStore {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write(batch))
+    }
+
+    fn recent_readings(
+        &self,
+        lookback_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
+        Box::pin(async move {
+            let newest: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings \
+                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData) AS newest",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(newest) = newest else {
+                return Ok(Vec::new());
+            };
+            let since = newest - lookback_ms;
+            let mut out = Vec::new();
+            for row in sqlx::query(
+                "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location \
+                 FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs",
+            )
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?
+            {
+                out.push(reading_from_glucose_row(&row)?);
+            }
+            for row in sqlx::query(
+                "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes \
+                 FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs",
+            )
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?
+            {
+                out.push(reading_from_device_row(&row)?);
+            }
+            out.sort_by_key(|r| r.at_ms);
+            Ok(out)
+        })
+    }
+
+    fn put_rule_version<'a>(
+        &'a self,
+        info: &'a RuleInfo,
+        sha256: &'a str,
+        wasm: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let stored_sha = || {
+                sqlx::query("SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?")
+                    .bind(&info.name)
+                    .bind(&info.version)
+                    .fetch_optional(&self.pool)
+            };
+            let mut existing = stored_sha()
+                .await?
+                .map(|r| text(&r, "Sha256"))
+                .transpose()?;
+            if existing.is_none() {
+                let info_json = serde_json::to_string(info).map_err(corrupt)?;
+                // Two hosts may upload at once: the loser's insert is a no-op, and the check
+                // below compares against whichever bytes won.
+                sqlx::query(
+                    "INSERT INTO RuleVersions (RuleName, Version, Sha256, Wasm, Info, UploadedAtMs) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE RuleName = RuleName",
+                )
+                .bind(&info.name)
+                .bind(&info.version)
+                .bind(sha256)
+                .bind(wasm)
+                .bind(info_json)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                existing = stored_sha()
+                    .await?
+                    .map(|r| text(&r, "Sha256"))
+                    .transpose()?;
+            }
+            match existing {
+                Some(s) if s == sha256 => Ok(()),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "{}@{} is already stored with different bytes; released versions are immutable, bump the version",
+                    info.name, info.version
+                ))),
+                None => Err(StoreError::NotFound(format!(
+                    "rule version {}@{} vanished while being stored",
+                    info.name, info.version
+                ))),
+            }
+        })
+    }
+
+    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT Info, Sha256, QuarantineReason, UploadedAtMs FROM RuleVersions \
+                 ORDER BY RuleName, UploadedAtMs, Seq",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RuleVersionRecord {
+                        info: serde_json::from_str(&text(row, "Info")?).map_err(corrupt)?,
+                        sha256: text(row, "Sha256")?,
+                        quarantine_reason: opt_text(row, "QuarantineReason")?,
+                        uploaded_at_ms: row.try_get("UploadedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT Wasm FROM RuleVersions WHERE RuleName = ? AND Version = ?")
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("rule version {rule}")))
+        })
+    }
+
+    fn put_rule_state<'a>(&'a self, s: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let params = serde_json::to_string(&s.params).map_err(corrupt)?;
+            sqlx::query(
+                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs) VALUES (?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE ActiveVersion = VALUES(ActiveVersion), Enabled = VALUES(Enabled), \
+                 Params = VALUES(Params), UpdatedAtMs = VALUES(UpdatedAtMs)",
+            )
+            .bind(&s.name)
+            .bind(&s.active_version)
+            .bind(s.enabled)
+            .bind(params)
+            .bind(s.updated_at_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs FROM Rules ORDER BY RuleName",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RuleState {
+                        name: text(row, "RuleName")?,
+                        active_version: text(row, "ActiveVersion")?,
+                        enabled: row.try_get("Enabled")?,
+                        params: serde_json::from_str(&text(row, "Params")?).map_err(corrupt)?,
+                        updated_at_ms: row.try_get("UpdatedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn release_quarantine<'a>(
+        &'a self,
+        rule: &'a RuleRef,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE RuleVersions SET Status = 'ok', QuarantineReason = NULL WHERE RuleName = ? AND Version = ?")
+                .bind(&rule.name)
+                .bind(&rule.version)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM Patient) AS p, (SELECT COUNT(*) FROM DeviceStaticInfo) AS dev, \
+                 (SELECT COUNT(*) FROM Subscriber) AS s, (SELECT COUNT(*) FROM SubscribedPatients) AS sp, \
+                 (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
+                 (SELECT COUNT(*) FROM Alerts) AS a, (SELECT COUNT(*) FROM DeadLetters) AS dl, (SELECT COUNT(*) FROM RuleFaults) AS f",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Counts {
+                patients: u64_col(&row, "p")?,
+                devices: u64_col(&row, "dev")?,
+                subscribers: u64_col(&row, "s")?,
+                subscriptions: u64_col(&row, "sp")?,
+                glucose_readings: u64_col(&row, "g")?,
+                device_readings: u64_col(&row, "d")?,
+                alerts: u64_col(&row, "a")?,
+                dead_letters: u64_col(&row, "dl")?,
+                rule_faults: u64_col(&row, "f")?,
+            })
+        })
+    }
+
+    fn put_dimensions<'a>(&'a self, d: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.upsert_dimensions(d))
+    }
+
+    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT Origin, Reason, Payload, ReceivedAtMs FROM DeadLetters \
+                 ORDER BY ReceivedAtMs DESC, Seq DESC LIMIT ?",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DeadLetter {
+                        origin: text(row, "Origin")?,
+                        reason: text(row, "Reason")?,
+                        payload: text(row, "Payload")?,
+                        received_at_ms: row.try_get("ReceivedAtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT a.AlertID, a.ReadingID, a.PatientID, a.DeviceID, a.Kind, a.RuleName, a.RuleVersion, \
+                 a.Code, a.Severity, a.Message, a.Value, a.TimestampMs, l.Status \
+                 FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
+                 ORDER BY a.CreatedAtMs DESC, a.Seq DESC LIMIT ?",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let patient: Option<i64> = row.try_get("PatientID")?;
+                    let kind = text(row, "Kind")?;
+                    let severity = text(row, "Severity")?;
+                    let status = text(row, "Status")?;
+                    let alert = Alert {
+                        id: text(row, "AlertID")?,
+                        rule: RuleRef {
+                            name: text(row, "RuleName")?,
+                            version: text(row, "RuleVersion")?,
+                        },
+                        reading_id: text(row, "ReadingID")?,
+                        patient_id: patient.map(|p| p as u64),
+                        device_id: u64_col(row, "DeviceID")?,
+                        kind: if kind == "device" {
+                            ReadingKind::Device
+                        } else {
+                            ReadingKind::Glucose
+                        },
+                        at_ms: row.try_get("TimestampMs")?,
+                        code: text(row, "Code")?,
+                        severity: Severity::parse(&severity)
+                            .ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
+                        message: text(row, "Message")?,
+                        value: row.try_get("Value")?,
+                    };
+                    let status = match status.as_str() {
+                        "open" => AlertStatus::Open,
+                        "acknowledged" => AlertStatus::Acknowledged,
+                        "resolved" => AlertStatus::Resolved,
+                        "suppressed" => AlertStatus::Suppressed,
+                        other => return Err(StoreError::Corrupt(format!("alert status {other}"))),
+                    };
+                    Ok((alert, status))
+                })
+                .collect()
+        })
+    }
+
+    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT RuleName, Version, Kind, Detail, AtMs FROM RuleFaults ORDER BY FaultID DESC LIMIT ?",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let kind = text(row, "Kind")?;
+                    Ok(RuleFault {
+                        rule: RuleRef {
+                            name: text(row, "RuleName")?,
+                            version: text(row, "Version")?,
+                        },
+                        kind: FaultKind::ALL
+                            .into_iter()
+                            .find(|k| k.as_str() == kind)
+                            .ok_or_else(|| StoreError::Corrupt(format!("fault kind {kind}")))?,
+                        detail: text(row, "Detail")?,
+                        at_ms: row.try_get("AtMs")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_the_placeholder_limit_and_the_byte_budget() {
+        let rows = vec![0usize; 20_000];
+        let by_count = chunks(&rows, 13, |_| 0);
+        assert!(by_count.iter().all(|c| c.len() * 13 <= MAX_PLACEHOLDERS));
+        assert_eq!(by_count.iter().map(|c| c.len()).sum::<usize>(), 20_000);
+        assert_eq!(by_count[0].len(), MAX_PLACEHOLDERS / 13);
+
+        let big = vec![64 << 10; 200];
+        let by_bytes = chunks(&big, 5, |b| *b);
+        assert!(by_bytes.len() > 1);
+        assert!(
+            by_bytes
+                .iter()
+                .all(|c| c.iter().map(|b| b + 40).sum::<usize>() <= MAX_STATEMENT_BYTES)
+        );
+        assert_eq!(by_bytes.iter().map(|c| c.len()).sum::<usize>(), 200);
+
+        let huge = vec![MAX_STATEMENT_BYTES * 2; 3];
+        assert_eq!(
+            chunks(&huge, 5, |b| *b).len(),
+            3,
+            "an oversized row goes alone"
+        );
+        assert!(chunks::<u8>(&[], 3, |_| 0).is_empty());
+    }
+
+    #[test]
+    fn migrations_match_sqlite_one_for_one() {
+        let names = |ms: &[Migration]| ms.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(MIGRATIONS), names(super::super::sqlite::MIGRATIONS));
+    }
+
+    #[test]
+    fn urls_print_without_the_password() {
+        let url = MySqlUrl::parse("mysql://gg:s3cret@db.example:3307/glucoguard?ssl-mode=required")
+            .unwrap();
+        assert_eq!(url.to_string(), "mysql://gg@db.example:3307/glucoguard");
+        assert_eq!(format!("{url:?}"), "mysql://gg@db.example:3307/glucoguard");
+        assert_eq!(url.endpoint(), "db.example:3307");
+        let err = MySqlUrl::parse("mysql://gg:s3cret@db.example:3307").unwrap_err();
+        assert!(
+            err.contains("no database") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err =
+            MySqlUrl::parse("mysql://gg:s3cret@db.example:3307/x?ssl-mode=bogus").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_retried_with_backoff_then_named() {
+        // A port nothing listens on: bind one, then let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url =
+            MySqlUrl::parse(&format!("mysql://gg:s3cret@127.0.0.1:{port}/glucoguard")).unwrap();
+        let options = MySqlOptions {
+            startup_timeout_secs: 1,
+            startup_backoff_max_ms: 200,
+            ..MySqlOptions::default()
+        };
+        let started = Instant::now();
+        let err = MySqlStore::open(&url, &options)
+            .await
+            .unwrap_err()
+            .to_string();
+        let took = started.elapsed();
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("GLUCOGUARD_MYSQL_URL"), "{err}");
+        let attempts: u32 = err
+            .split("after ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(attempts >= 3, "retried with backoff: {err}");
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+            "bounded by startup_timeout_secs: {took:?}"
+        );
+    }
+}
