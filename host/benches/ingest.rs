@@ -9,22 +9,10 @@ use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::engine::EngineConfig;
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard_simulator::{Event, Pacing, Publisher, SimConfig, Simulator, stream};
-use std::path::PathBuf;
 use std::time::Instant;
 
 const PATIENTS: usize = 100;
 const DAYS: i64 = 3;
-
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("GLUCOGUARD_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("wasm-plugins/wasm32-wasip2/release")
-        })
-}
 
 fn sim() -> Simulator {
     Simulator::new(SimConfig {
@@ -61,7 +49,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let rule = plugin_dir().join("glucoguard_default_rule.wasm");
+    let rule = glucoguard::app::built_plugin_dir().join("glucoguard_default_rule.wasm");
     assert!(
         rule.exists(),
         "{} missing: run `cargo xtask build-plugins`",

@@ -13,7 +13,6 @@ use glucoguard::model::{Alert, Reading, RuleRef, parse};
 use glucoguard_sdk as sdk;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use std::time::Instant;
 
@@ -21,17 +20,6 @@ const PATIENTS: u64 = 100;
 const READINGS: usize = 100_000;
 const ROUNDS: usize = 7;
 const BACKTEST_READINGS: usize = 1_000_000;
-
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("GLUCOGUARD_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("wasm-plugins/wasm32-wasip2/release")
-        })
-}
 
 /// Simulated CGM data (physiological model, the five profiles round-robin): the same
 /// generator the demo and the tests use. Glucose readings only, as JSON lines.
@@ -208,7 +196,7 @@ fn table(
 }
 
 fn main() {
-    let dir = plugin_dir();
+    let dir = glucoguard::app::built_plugin_dir();
     let wasm = std::fs::read(dir.join("glucoguard_default_rule.wasm")).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build the guests first with `cargo xtask build-plugins`",

@@ -57,6 +57,19 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Where `cargo xtask build-plugins` puts the built rule components: `GLUCOGUARD_PLUGIN_DIR`
+/// if set, else `<CARGO_TARGET_DIR or the workspace's target>/wasm-plugins/wasm32-wasip2/release`.
+/// For development tools (tests, benchmarks); the service itself is told its rule files.
+pub fn built_plugin_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("GLUCOGUARD_PLUGIN_DIR") {
+        return dir.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("wasm-plugins/wasm32-wasip2/release")
+}
+
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),

@@ -128,7 +128,9 @@ async fn seed_dimensions(patients: usize, seed: u64, db: PathBuf) -> Result<()> 
 fn load_rule(path: &PathBuf) -> Result<std::sync::Arc<glucoguard::engine::CompiledRule>> {
     let wasm = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let engine = Engine::new(EngineConfig::default())?;
-    engine.load(&wasm).with_context(|| format!("{} was rejected", path.display()))
+    engine
+        .load(&wasm)
+        .with_context(|| format!("{} was rejected", path.display()))
 }
 
 fn run_backtest(

@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
     world: "rule-plugin",
 });
 
-pub use glucoguard::rules::host as wit_host;
-pub use glucoguard::rules::types as wit;
+pub use self::glucoguard::rules::host as wit_host;
+pub use self::glucoguard::rules::types as wit;
 
 impl wit_host::Host for HostState {
     fn log(&mut self, level: wit_host::LogLevel, message: String) {

@@ -13,7 +13,6 @@ use glucoguard::app::{self, App};
 use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::model::ParamValue;
 use glucoguard::pipeline::PipelineConfig;
-use glucoguard::sources::Ack;
 use glucoguard::store::mysql::{MIGRATIONS, MySqlOptions, MySqlStore, MySqlUrl};
 use glucoguard::store::{Store, WriteBatch};
 use sqlx::{Connection, MySqlConnection};
@@ -404,12 +403,11 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
     let app = app::start(&config).await.unwrap();
     let source = app.handle.embedded_source("fault");
     let sent = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = AckCounter::default();
     let producer = {
         let (sent, acked) = (sent.clone(), acked.clone());
         tokio::spawn(async move {
             for i in 0..N {
-                let a = acked.clone();
                 let payload = glucose_json(
                     &format!("f{i}"),
                     (i % 10) as u64,
@@ -417,12 +415,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
                     200.0,
                 );
                 source
-                    .send_with_ack(
-                        payload.into_bytes(),
-                        Ack::new(move || {
-                            a.fetch_add(1, Ordering::SeqCst);
-                        }),
-                    )
+                    .send_with_ack(payload.into_bytes(), acked.ack())
                     .await
                     .unwrap();
                 sent.fetch_add(1, Ordering::SeqCst);
@@ -431,7 +424,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
         })
     };
     wait_for("a third of the stream", Duration::from_secs(60), || {
-        acked.load(Ordering::SeqCst) >= (N / 3) as u64
+        acked.count() >= (N / 3) as u64
     })
     .await;
 
@@ -442,10 +435,10 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
         .unwrap();
     let stop_took = stopping.elapsed();
     let down_since = Instant::now();
-    let acked_at_stop = acked.load(Ordering::SeqCst);
+    let acked_at_stop = acked.count();
     // Keep the stream coming while the database is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (sent_down, acked_down) = (sent.load(Ordering::SeqCst), acked.load(Ordering::SeqCst));
+    let (sent_down, acked_down) = (sent.load(Ordering::SeqCst), acked.count());
     assert_eq!(
         acked_down, acked_at_stop,
         "nothing is acknowledged while the database is down"
@@ -463,7 +456,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
     wait_for(
         "every reading acknowledged",
         Duration::from_secs(120),
-        || acked.load(Ordering::SeqCst) >= N as u64,
+        || acked.count() >= N as u64,
     )
     .await;
     let drained_in = resumed.elapsed();

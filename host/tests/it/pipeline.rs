@@ -4,7 +4,6 @@ use crate::support::*;
 use glucoguard::app::{self, App};
 use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::pipeline::PipelineConfig;
-use glucoguard::sources::Ack;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -43,28 +42,16 @@ fn rule(name: &str, params: &[(&str, f64)]) -> RuleConfig {
 /// Sends payloads and waits until every one is acknowledged (durable).
 async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
     let source = app.handle.embedded_source("test");
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = AckCounter::default();
     let mut sent = 0;
     for p in payloads {
-        let a = acked.clone();
         source
-            .send_with_ack(
-                p.into_bytes(),
-                Ack::new(move || {
-                    a.fetch_add(1, Ordering::SeqCst);
-                }),
-            )
+            .send_with_ack(p.into_bytes(), acked.ack())
             .await
             .unwrap();
         sent += 1;
     }
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while acked.load(Ordering::SeqCst) < sent {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("every item acknowledged in time");
+    acked.wait_for(sent, Duration::from_secs(30)).await;
 }
 
 async fn stop(app: App) {
@@ -220,12 +207,11 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
         .unwrap();
     const N: usize = 3000;
     let source = app.handle.embedded_source("swap");
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = AckCounter::default();
     let send_range = |range: std::ops::Range<usize>| {
         let (source, acked) = (source.clone(), acked.clone());
         tokio::spawn(async move {
             for i in range {
-                let a = acked.clone();
                 let p = glucose_json(
                     &format!("s{i}"),
                     (i % 10) as u64,
@@ -233,29 +219,13 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
                     200.0,
                 );
                 source
-                    .send_with_ack(
-                        p.into_bytes(),
-                        Ack::new(move || {
-                            a.fetch_add(1, Ordering::SeqCst);
-                        }),
-                    )
+                    .send_with_ack(p.into_bytes(), acked.ack())
                     .await
                     .unwrap();
             }
         })
     };
-    let wait_acked = |n: u64| {
-        let acked = acked.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(60), async {
-                while acked.load(Ordering::SeqCst) < n {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-            .await
-            .expect("acknowledged in time")
-        }
-    };
+    let wait_acked = |n: u64| acked.wait_for(n, Duration::from_secs(60));
     // A third goes through the old set; a third streams while the swap happens; the last third
     // is sent after the swap returned, so both sets certainly serve part of the stream.
     send_range(0..N / 3).await.unwrap();
@@ -407,17 +377,11 @@ async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable()
     .await
     .unwrap();
     let source = app.handle.embedded_source("test");
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = AckCounter::default();
     for i in 0..10 {
-        let a = acked.clone();
         let p = glucose_json(&format!("h{i}"), 1, T0 + i * MIN, 100.0);
         source
-            .send_with_ack(
-                p.into_bytes(),
-                Ack::new(move || {
-                    a.fetch_add(1, Ordering::SeqCst);
-                }),
-            )
+            .send_with_ack(p.into_bytes(), acked.ack())
             .await
             .unwrap();
     }
@@ -433,7 +397,7 @@ async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable()
     assert!(app.handle.stats().sink_retries >= 2);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        acked.load(Ordering::SeqCst),
+        acked.count(),
         0,
         "not durable in the sink yet: nothing acknowledged"
     );
@@ -442,6 +406,6 @@ async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable()
     for d in held {
         d.complete();
     }
-    assert_eq!(acked.load(Ordering::SeqCst), 10);
+    assert_eq!(acked.count(), 10);
     stop(app).await;
 }

@@ -6,15 +6,40 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Directory holding the built `.wasm` rule components.
-pub fn plugin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GLUCOGUARD_PLUGIN_DIR") {
-        return PathBuf::from(dir);
+pub use glucoguard::app::built_plugin_dir as plugin_dir;
+
+/// Counts the acknowledgements of items sent through an embedded source.
+#[derive(Clone, Default)]
+pub struct AckCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl AckCounter {
+    /// An `Ack` that counts itself here when the item is durable.
+    pub fn ack(&self) -> glucoguard::sources::Ack {
+        let n = self.0.clone();
+        glucoguard::sources::Ack::new(move || {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("wasm-plugins/wasm32-wasip2/release")
+
+    pub fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `n` items are acknowledged; panics after `limit`.
+    pub async fn wait_for(&self, n: u64, limit: std::time::Duration) {
+        tokio::time::timeout(limit, async {
+            while self.count() < n {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "only {} of {n} items acknowledged within {limit:?}",
+                self.count()
+            )
+        });
+    }
 }
 
 /// The bytes of a built rule component, e.g. `glucoguard_default_rule`.

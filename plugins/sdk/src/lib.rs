@@ -3,20 +3,41 @@
 //! A rule is a unit type implementing [`Rule`]; its logic should be a plain
 //! function that unit tests call natively. Three lines export it:
 //!
-//! ```ignore
-//! use glucoguard_sdk::{export_rule, Alert, Params, Reading, Rule, RuleInfo, Windows};
+//! ```
+//! use glucoguard_sdk::{
+//!     export_rule, Alert, ParamSpec, Params, Reading, ReadingKind, Rule, RuleInfo, Severity, Windows,
+//! };
 //!
 //! pub struct MyRule;
 //!
 //! impl Rule for MyRule {
-//!     fn describe() -> RuleInfo { /* name, version, kinds, windows, params */ }
-//!     fn evaluate(params: &Params, batch: &[Reading], windows: &Windows) -> Result<Vec<Alert>, String> {
+//!     fn describe() -> RuleInfo {
+//!         RuleInfo {
+//!             name: "above-threshold".into(),
+//!             version: "1.0.0".into(),
+//!             description: "Alerts when a reading is above high_mg_dl".into(),
+//!             kinds: vec![ReadingKind::Glucose],
+//!             windows: vec![],
+//!             params: vec![ParamSpec::float("high_mg_dl", "Alert above this (mg/dL)", 180.0).bounds(40.0, 600.0)],
+//!         }
+//!     }
+//!     fn evaluate(params: &Params, batch: &[Reading], _windows: &Windows) -> Result<Vec<Alert>, String> {
 //!         let high = params.float("high_mg_dl")?;
-//!         Ok(my_logic(high, batch, windows))
+//!         Ok(batch
+//!             .iter()
+//!             .enumerate()
+//!             .filter(|(_, r)| r.glucose().is_some_and(|v| v > high))
+//!             .map(|(i, _)| Alert::new(i, "high", Severity::Warning, "above the threshold"))
+//!             .collect())
 //!     }
 //! }
 //!
 //! export_rule!(MyRule);
+//!
+//! // Natively, the same rule runs through the SDK's test helpers with the host's semantics.
+//! let alerts = glucoguard_sdk::testing::evaluate_series::<MyRule>(&[], &[(1, 0, 150.0), (1, 300_000, 200.0)]).unwrap();
+//! assert_eq!(alerts.len(), 1);
+//! assert_eq!(alerts[0].index, 1);
 //! ```
 //!
 //! The export only exists when compiling for `wasm32`, so a rule crate with
