@@ -148,6 +148,8 @@ fn test(args: &[String]) -> Result<()> {
         .args(["test", "--locked", "--workspace"])
         .env("CARGO_TARGET_DIR", target_dir().join("plugins-native")))?;
     if has_nextest() {
+        // nextest does not run doctests: run them first, so the suite's summary closes the run.
+        run(cargo().args(["test", "--locked", "--workspace", "--doc"]))?;
         run(cargo()
             .args([
                 "nextest",
@@ -156,9 +158,7 @@ fn test(args: &[String]) -> Result<()> {
                 "--workspace",
                 "--no-fail-fast",
             ])
-            .args(args))?;
-        // nextest does not run doctests.
-        run(cargo().args(["test", "--locked", "--workspace", "--doc"]))
+            .args(args))
     } else {
         run(cargo()
             .args(["test", "--locked", "--workspace", "--no-fail-fast"])

@@ -6,6 +6,7 @@
 //! Every write is idempotent: replaying a batch changes nothing.
 
 pub mod mysql;
+pub mod rows;
 pub mod sqlite;
 
 use crate::model::dims::Dimensions;

@@ -14,14 +14,15 @@
 //! an error, which the pipeline retries with backoff, and the pool reconnects once the server is
 //! back (every pooled connection is pinged before use).
 
+use super::rows as decode;
 use super::{
     AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
     WriteBatch,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading,
-    ReadingKind, RuleFault, RuleInfo, RuleRef, Severity, now_ms,
+    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, RuleFault, RuleInfo,
+    RuleRef, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{
@@ -658,39 +659,6 @@ fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
 }
 
-fn reading_from_glucose_row(row: &MySqlRow) -> Result<Reading, StoreError> {
-    Ok(Reading {
-        id: text(row, "ReadingID")?,
-        at_ms: row.try_get("TimestampMs")?,
-        body: Body::Glucose(Glucose {
-            patient_id: u64_col(row, "PatientID")?,
-            device_id: u64_col(row, "DeviceID")?,
-            mg_dl: row.try_get("GlucoseLevel")?,
-            location: opt_text(row, "Location")?,
-        }),
-    })
-}
-
-fn reading_from_device_row(row: &MySqlRow) -> Result<Reading, StoreError> {
-    let codes = text(row, "ErrorCodes")?;
-    let connectivity = text(row, "ConnectivityStatus")?;
-    Ok(Reading {
-        id: text(row, "ReadingID")?,
-        at_ms: row.try_get("TimestampMs")?,
-        body: Body::Device(DeviceTelemetry {
-            device_id: u64_col(row, "DeviceID")?,
-            battery_pct: row.try_get("BatteryLevel")?,
-            firmware_version: opt_text(row, "FirmwareVersion")?,
-            connectivity: Connectivity::parse(&connectivity).unwrap_or(Connectivity::Unknown),
-            error_codes: codes
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        }),
-    })
-}
-
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -728,7 +696,7 @@ impl Store for MySqlStore {
             .fetch_all(&self.pool)
             .await?
             {
-                out.push(reading_from_glucose_row(&row)?);
+                out.push(decode::glucose_reading(&row)?);
             }
             for row in sqlx::query(
                 "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes \
@@ -738,7 +706,7 @@ impl Store for MySqlStore {
             .fetch_all(&self.pool)
             .await?
             {
-                out.push(reading_from_device_row(&row)?);
+                out.push(decode::device_reading(&row)?);
             }
             out.sort_by_key(|r| r.at_ms);
             Ok(out)
@@ -920,16 +888,7 @@ impl Store for MySqlStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DeadLetter {
-                        origin: text(row, "Origin")?,
-                        reason: text(row, "Reason")?,
-                        payload: text(row, "Payload")?,
-                        received_at_ms: row.try_get("ReceivedAtMs")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(decode::dead_letter).collect()
         })
     }
 
@@ -944,43 +903,7 @@ impl Store for MySqlStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    let patient: Option<i64> = row.try_get("PatientID")?;
-                    let kind = text(row, "Kind")?;
-                    let severity = text(row, "Severity")?;
-                    let status = text(row, "Status")?;
-                    let alert = Alert {
-                        id: text(row, "AlertID")?,
-                        rule: RuleRef {
-                            name: text(row, "RuleName")?,
-                            version: text(row, "RuleVersion")?,
-                        },
-                        reading_id: text(row, "ReadingID")?,
-                        patient_id: patient.map(|p| p as u64),
-                        device_id: u64_col(row, "DeviceID")?,
-                        kind: if kind == "device" {
-                            ReadingKind::Device
-                        } else {
-                            ReadingKind::Glucose
-                        },
-                        at_ms: row.try_get("TimestampMs")?,
-                        code: text(row, "Code")?,
-                        severity: Severity::parse(&severity)
-                            .ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
-                        message: text(row, "Message")?,
-                        value: row.try_get("Value")?,
-                    };
-                    let status = match status.as_str() {
-                        "open" => AlertStatus::Open,
-                        "acknowledged" => AlertStatus::Acknowledged,
-                        "resolved" => AlertStatus::Resolved,
-                        "suppressed" => AlertStatus::Suppressed,
-                        other => return Err(StoreError::Corrupt(format!("alert status {other}"))),
-                    };
-                    Ok((alert, status))
-                })
-                .collect()
+            rows.iter().map(decode::alert_with_status).collect()
         })
     }
 
@@ -992,24 +915,30 @@ impl Store for MySqlStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    let kind = text(row, "Kind")?;
-                    Ok(RuleFault {
-                        rule: RuleRef {
-                            name: text(row, "RuleName")?,
-                            version: text(row, "Version")?,
-                        },
-                        kind: FaultKind::ALL
-                            .into_iter()
-                            .find(|k| k.as_str() == kind)
-                            .ok_or_else(|| StoreError::Corrupt(format!("fault kind {kind}")))?,
-                        detail: text(row, "Detail")?,
-                        at_ms: row.try_get("AtMs")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(decode::rule_fault).collect()
         })
+    }
+}
+
+/// Text columns go through `text`/`opt_text` (the unchecked decode, see [`text`]).
+impl decode::Columns for MySqlRow {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        text(self, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        opt_text(self, col)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn float(&self, col: &str) -> Result<f64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError> {
+        Ok(self.try_get(col)?)
     }
 }
 

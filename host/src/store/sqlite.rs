@@ -1,13 +1,14 @@
 //! The embedded OLTP store on SQLite (sqlx): one file, WAL mode, batched idempotent writes.
 
+use super::rows as decode;
 use super::{
     AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
     WriteBatch,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, EpochMs, FaultKind, Glucose, Reading,
-    ReadingKind, RuleFault, RuleInfo, RuleRef, Severity, now_ms,
+    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, RuleFault, RuleInfo,
+    RuleRef, now_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -223,39 +224,6 @@ fn u64_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<u64, StoreError> 
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
 }
 
-fn reading_from_glucose_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading, StoreError> {
-    Ok(Reading {
-        id: row.try_get("ReadingID")?,
-        at_ms: row.try_get("TimestampMs")?,
-        body: Body::Glucose(Glucose {
-            patient_id: u64_col(row, "PatientID")?,
-            device_id: u64_col(row, "DeviceID")?,
-            mg_dl: row.try_get("GlucoseLevel")?,
-            location: row.try_get("Location")?,
-        }),
-    })
-}
-
-fn reading_from_device_row(row: &sqlx::sqlite::SqliteRow) -> Result<Reading, StoreError> {
-    let codes: String = row.try_get("ErrorCodes")?;
-    let connectivity: String = row.try_get("ConnectivityStatus")?;
-    Ok(Reading {
-        id: row.try_get("ReadingID")?,
-        at_ms: row.try_get("TimestampMs")?,
-        body: Body::Device(DeviceTelemetry {
-            device_id: u64_col(row, "DeviceID")?,
-            battery_pct: row.try_get("BatteryLevel")?,
-            firmware_version: row.try_get("FirmwareVersion")?,
-            connectivity: Connectivity::parse(&connectivity).unwrap_or(Connectivity::Unknown),
-            error_codes: codes
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        }),
-    })
-}
-
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
@@ -287,7 +255,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             {
-                out.push(reading_from_glucose_row(&row)?);
+                out.push(decode::glucose_reading(&row)?);
             }
             for row in sqlx::query(
                 "SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs",
@@ -296,7 +264,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             {
-                out.push(reading_from_device_row(&row)?);
+                out.push(decode::device_reading(&row)?);
             }
             out.sort_by_key(|r| r.at_ms);
             Ok(out)
@@ -538,16 +506,7 @@ impl Store for SqliteStore {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DeadLetter {
-                        origin: row.try_get("Origin")?,
-                        reason: row.try_get("Reason")?,
-                        payload: row.try_get("Payload")?,
-                        received_at_ms: row.try_get("ReceivedAtMs")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(decode::dead_letter).collect()
         })
     }
 
@@ -560,43 +519,7 @@ impl Store for SqliteStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    let patient: Option<i64> = row.try_get("PatientID")?;
-                    let kind: String = row.try_get("Kind")?;
-                    let severity: String = row.try_get("Severity")?;
-                    let status: String = row.try_get("Status")?;
-                    let alert = Alert {
-                        id: row.try_get("AlertID")?,
-                        rule: RuleRef {
-                            name: row.try_get("RuleName")?,
-                            version: row.try_get("RuleVersion")?,
-                        },
-                        reading_id: row.try_get("ReadingID")?,
-                        patient_id: patient.map(|p| p as u64),
-                        device_id: u64_col(row, "DeviceID")?,
-                        kind: if kind == "device" {
-                            ReadingKind::Device
-                        } else {
-                            ReadingKind::Glucose
-                        },
-                        at_ms: row.try_get("TimestampMs")?,
-                        code: row.try_get("Code")?,
-                        severity: Severity::parse(&severity)
-                            .ok_or_else(|| StoreError::Corrupt(severity.clone()))?,
-                        message: row.try_get("Message")?,
-                        value: row.try_get("Value")?,
-                    };
-                    let status = match status.as_str() {
-                        "open" => AlertStatus::Open,
-                        "acknowledged" => AlertStatus::Acknowledged,
-                        "resolved" => AlertStatus::Resolved,
-                        "suppressed" => AlertStatus::Suppressed,
-                        other => return Err(StoreError::Corrupt(format!("alert status {other}"))),
-                    };
-                    Ok((alert, status))
-                })
-                .collect()
+            rows.iter().map(decode::alert_with_status).collect()
         })
     }
 
@@ -606,23 +529,27 @@ impl Store for SqliteStore {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-            rows.iter()
-                .map(|row| {
-                    let kind: String = row.try_get("Kind")?;
-                    Ok(RuleFault {
-                        rule: RuleRef {
-                            name: row.try_get("RuleName")?,
-                            version: row.try_get("Version")?,
-                        },
-                        kind: FaultKind::ALL
-                            .into_iter()
-                            .find(|k| k.as_str() == kind)
-                            .ok_or_else(|| StoreError::Corrupt(format!("fault kind {kind}")))?,
-                        detail: row.try_get("Detail")?,
-                        at_ms: row.try_get("AtMs")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(decode::rule_fault).collect()
         })
+    }
+}
+impl decode::Columns for sqlx::sqlite::SqliteRow {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn float(&self, col: &str) -> Result<f64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError> {
+        Ok(self.try_get(col)?)
     }
 }

@@ -1,0 +1,121 @@
+//! Decoding rows into model types, written once for every engine: each engine implements
+//! [`Columns`] for its row type (MySQL reads its binary-collated id columns differently), and
+//! the decoders below turn columns into readings, alerts, faults and dead letters.
+
+use super::{AlertStatus, StoreError};
+use crate::model::{
+    Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, FaultKind, Glucose, Reading,
+    ReadingKind, RuleFault, RuleRef, Severity,
+};
+
+/// Typed access to a row's columns by name.
+pub trait Columns {
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn float(&self, col: &str) -> Result<f64, StoreError>;
+    fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError>;
+
+    /// A non-negative integer id (stored signed, as both engines' BIGINT).
+    fn id(&self, col: &str) -> Result<u64, StoreError> {
+        let v = self.int(col)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
+    }
+}
+
+/// A `GlucoseReadings` row.
+pub fn glucose_reading(row: &impl Columns) -> Result<Reading, StoreError> {
+    Ok(Reading {
+        id: row.text("ReadingID")?,
+        at_ms: row.int("TimestampMs")?,
+        body: Body::Glucose(Glucose {
+            patient_id: row.id("PatientID")?,
+            device_id: row.id("DeviceID")?,
+            mg_dl: row.float("GlucoseLevel")?,
+            location: row.opt_text("Location")?,
+        }),
+    })
+}
+
+/// A `DeviceOperationalData` row.
+pub fn device_reading(row: &impl Columns) -> Result<Reading, StoreError> {
+    let codes = row.text("ErrorCodes")?;
+    Ok(Reading {
+        id: row.text("ReadingID")?,
+        at_ms: row.int("TimestampMs")?,
+        body: Body::Device(DeviceTelemetry {
+            device_id: row.id("DeviceID")?,
+            battery_pct: row.opt_float("BatteryLevel")?,
+            firmware_version: row.opt_text("FirmwareVersion")?,
+            connectivity: Connectivity::parse(&row.text("ConnectivityStatus")?)
+                .unwrap_or(Connectivity::Unknown),
+            error_codes: codes
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+    })
+}
+
+/// An `Alerts` row joined with its `AlertLifecycle` status.
+pub fn alert_with_status(row: &impl Columns) -> Result<(Alert, AlertStatus), StoreError> {
+    let severity = row.text("Severity")?;
+    let alert = Alert {
+        id: row.text("AlertID")?,
+        rule: RuleRef {
+            name: row.text("RuleName")?,
+            version: row.text("RuleVersion")?,
+        },
+        reading_id: row.text("ReadingID")?,
+        patient_id: row.opt_int("PatientID")?.map(|p| p as u64),
+        device_id: row.id("DeviceID")?,
+        kind: if row.text("Kind")? == "device" {
+            ReadingKind::Device
+        } else {
+            ReadingKind::Glucose
+        },
+        at_ms: row.int("TimestampMs")?,
+        code: row.text("Code")?,
+        severity: Severity::parse(&severity)
+            .ok_or_else(|| StoreError::Corrupt(format!("severity {severity}")))?,
+        message: row.text("Message")?,
+        value: row.opt_float("Value")?,
+    };
+    let status = match row.text("Status")?.as_str() {
+        "open" => AlertStatus::Open,
+        "acknowledged" => AlertStatus::Acknowledged,
+        "resolved" => AlertStatus::Resolved,
+        "suppressed" => AlertStatus::Suppressed,
+        other => return Err(StoreError::Corrupt(format!("alert status {other}"))),
+    };
+    Ok((alert, status))
+}
+
+/// A `RuleFaults` row.
+pub fn rule_fault(row: &impl Columns) -> Result<RuleFault, StoreError> {
+    let kind = row.text("Kind")?;
+    Ok(RuleFault {
+        rule: RuleRef {
+            name: row.text("RuleName")?,
+            version: row.text("Version")?,
+        },
+        kind: FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("fault kind {kind}")))?,
+        detail: row.text("Detail")?,
+        at_ms: row.int("AtMs")?,
+    })
+}
+
+/// A `DeadLetters` row.
+pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        origin: row.text("Origin")?,
+        reason: row.text("Reason")?,
+        payload: row.text("Payload")?,
+        received_at_ms: row.int("ReceivedAtMs")?,
+    })
+}
