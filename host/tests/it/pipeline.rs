@@ -409,3 +409,40 @@ async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable()
     assert_eq!(acked.count(), 10);
     stop(app).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_lines_file_source_is_read_to_the_end_and_every_line_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut lines: Vec<String> = (0..500)
+        .map(|i| glucose_json(&format!("f{i}"), i % 5, T0 + i as i64 * MIN, 120.0))
+        .collect();
+    lines.insert(250, "not a reading".to_owned());
+    lines.insert(100, String::new()); // blank lines are skipped, not dead-lettered
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let mut cfg = config(
+        &dir.path().join("g.db"),
+        vec![rule("glucoguard_default_rule", &[])],
+    );
+    cfg.file_sources = vec![input];
+    let app = app::start(&cfg).await.unwrap();
+    let (reader, progress) = &app.file_sources[0];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !reader.is_finished()
+            || progress.acked.load(Ordering::SeqCst) < progress.sent.load(Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the file is read and every line acknowledged");
+    assert_eq!(progress.sent.load(Ordering::SeqCst), 501);
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.glucose_readings, counts.dead_letters), (500, 1));
+    let dl = app.store.dead_letters(1).await.unwrap();
+    assert!(
+        dl[0].origin.starts_with("file:") && dl[0].payload == "not a reading",
+        "{dl:?}"
+    );
+    stop(app).await;
+}
