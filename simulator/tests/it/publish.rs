@@ -15,10 +15,16 @@ use serde_json::Value;
 
 use crate::common::{config, json_lines, run};
 
-/// A loopback HTTP server answering the given statuses in order, one request per connection; returns the bodies.
+/// A loopback HTTP server for `POST /api/ingest`; see [`serve_at`].
 fn serve(statuses: Vec<u16>) -> (String, thread::JoinHandle<Vec<String>>) {
+    serve_at("/api/ingest", statuses)
+}
+
+/// A loopback HTTP server answering POSTs to `path` with the given statuses in order, one
+/// request per connection; returns the bodies.
+fn serve_at(path: &'static str, statuses: Vec<u16>) -> (String, thread::JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/api/ingest", listener.local_addr().unwrap());
+    let url = format!("http://{}{path}", listener.local_addr().unwrap());
     let handle = thread::spawn(move || {
         let mut bodies = Vec::new();
         for status in statuses {
@@ -31,7 +37,7 @@ fn serve(statuses: Vec<u16>) -> (String, thread::JoinHandle<Vec<String>>) {
             let mut request_line = String::new();
             reader.read_line(&mut request_line).unwrap();
             assert!(
-                request_line.starts_with("POST /api/ingest "),
+                request_line.starts_with(&format!("POST {path} ")),
                 "{request_line}"
             );
             let mut json = false;
@@ -288,4 +294,27 @@ fn a_failing_publisher_stops_the_stream_with_its_error() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("queue closed"));
+}
+
+#[test]
+fn seed_posts_the_dimension_data_of_the_same_seed() {
+    let (url, server) = serve_at("/api/dimensions", vec![503, 200]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glucoguard-sim"))
+        .args(["seed", "--patients", "6", "--seed", "7", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seeded 6 patients"));
+    let bodies = server.join().unwrap();
+    assert_eq!(bodies.len(), 2, "retried once after the 503");
+    let posted: Value = serde_json::from_str(&bodies[1]).unwrap();
+    let expected = serde_json::to_value(glucoguard_simulator::dimensions(7, 6)).unwrap();
+    assert_eq!(
+        posted, expected,
+        "the same document as `dims` for this seed"
+    );
 }
