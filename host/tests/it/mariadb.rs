@@ -9,7 +9,7 @@
 
 use crate::store;
 use crate::support::*;
-use glucoguard::app::{self, App};
+use glucoguard::app;
 use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::model::ParamValue;
 use glucoguard::pipeline::PipelineConfig;
@@ -354,14 +354,6 @@ async fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn stop(app: App) {
-    app.handle.shutdown().await;
-    tokio::time::timeout(Duration::from_secs(30), app.pipeline)
-        .await
-        .expect("drains")
-        .unwrap();
 }
 
 /// MariaDB stops in the middle of a stream and comes back: the source waits (nothing is

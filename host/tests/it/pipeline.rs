@@ -54,14 +54,6 @@ async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
     acked.wait_for(sent, Duration::from_secs(30)).await;
 }
 
-async fn stop(app: App) {
-    app.handle.shutdown().await;
-    tokio::time::timeout(Duration::from_secs(30), app.pipeline)
-        .await
-        .expect("drains")
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inputs_land_in_dead_letters_with_reasons_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();

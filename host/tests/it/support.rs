@@ -108,3 +108,12 @@ pub fn glucose(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> glucoguard::mo
     glucoguard::model::parse::parse_reading(glucose_json(id, patient, at_ms, mg_dl).as_bytes())
         .unwrap()
 }
+
+/// Shuts a started host down and waits until its pipeline has drained.
+pub async fn stop(app: glucoguard::app::App) {
+    app.handle.shutdown().await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), app.pipeline)
+        .await
+        .expect("drains")
+        .unwrap();
+}
