@@ -80,6 +80,7 @@ fn main() {
             }],
             console: false,
             listen: None,
+            ..Config::default()
         };
         let (secs, events, stored) = rt.block_on(async {
             let app = app::start(&config).await.unwrap();

@@ -2,7 +2,9 @@
 //! notifiers and sources. `glucoguard run`, `glucoguard demo` and the integration tests all
 //! start the system through here, so they exercise the same wiring.
 
-use crate::config::{Config, StoreConfig};
+use crate::analytics::{Analytics, AnalyticsSink};
+use crate::archive::ArchiveSink;
+use crate::config::{AnalyticsConfig, Config, StoreConfig};
 use crate::engine::Engine;
 use crate::pipeline::rules::{RuleError, RuleManager};
 use crate::pipeline::{Pipeline, PipelineHandle};
@@ -31,6 +33,10 @@ pub enum StartError {
     Rules(#[from] RuleError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    #[error("analytics: {0}")]
+    Analytics(#[from] crate::analytics::AnalyticsError),
+    #[error("archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -47,6 +53,12 @@ pub struct App {
     pub file_sources: Vec<(JoinHandle<std::io::Result<()>>, Arc<FileProgress>)>,
     /// Where the HTTP listener is bound, when the config asked for one.
     pub http: Option<std::net::SocketAddr>,
+    /// The scheduled retention job, when `[retention]` is configured.
+    pub retention: Option<JoinHandle<()>>,
+    /// The DuckDB analytics sink, when `[analytics]` is configured: the dashboard's queries.
+    pub analytics: Option<Arc<AnalyticsSink>>,
+    /// The archive sink, when `[archive]` is configured.
+    pub archive: Option<Arc<ArchiveSink>>,
 }
 
 impl std::fmt::Debug for App {
@@ -75,6 +87,27 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreErr
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
         StoreConfig::Mysql { url, options } => Arc::new(MySqlStore::open(url, options).await?),
     })
+}
+
+/// Opens the DuckDB analytics file and catches it up with what the OLTP store holds and it
+/// lacks, before the pipeline feeds it.
+pub async fn open_analytics(
+    config: &AnalyticsConfig,
+    store: &dyn Store,
+) -> Result<AnalyticsSink, StartError> {
+    let path = config.path.clone();
+    let analytics = tokio::task::spawn_blocking(move || Analytics::open(path))
+        .await
+        .expect("opening DuckDB does not panic")?;
+    let caught = analytics.catch_up(store).await?;
+    tracing::info!(
+        path = %config.path.display(),
+        glucose_readings = caught.glucose_readings,
+        device_readings = caught.device_readings,
+        alerts = caught.alerts,
+        "analytics caught up with the store"
+    );
+    Ok(AnalyticsSink::new(analytics))
 }
 
 /// Registers the rules a config names: uploads each (idempotent) and sets its state.
@@ -118,8 +151,25 @@ pub async fn start_with(
     config: &Config,
     extra_storage: Vec<Arc<dyn StorageSink>>,
 ) -> Result<App, StartError> {
-    let storage = extra_storage;
+    let mut storage = extra_storage;
     let store = open_store(&config.store).await?;
+    let analytics = match &config.analytics {
+        Some(a) => Some(Arc::new(open_analytics(a, store.as_ref()).await?)),
+        None => None,
+    };
+    if let Some(a) = &analytics {
+        storage.push(a.clone());
+    }
+    let archive = match &config.archive {
+        Some(a) => Some(Arc::new(ArchiveSink::connect(a).await?)),
+        None => None,
+    };
+    if let Some(a) = &archive {
+        storage.push(a.clone());
+    }
+    let retention = config
+        .retention
+        .map(|r| crate::retention::spawn(store.clone(), r));
     let engine = Engine::new(config.engine.clone())?;
     let manager = Arc::new(RuleManager::new(engine, store.clone()));
     register_rules(&manager, config).await?;
@@ -179,5 +229,8 @@ pub async fn start_with(
         pipeline,
         file_sources,
         http,
+        retention,
+        analytics,
+        archive,
     })
 }

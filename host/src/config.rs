@@ -40,6 +40,40 @@ pub struct RawConfig {
     pub notify: RawNotify,
     #[serde(default)]
     pub http: RawHttp,
+    /// DuckDB analytics; off when the section is absent.
+    pub analytics: Option<RawAnalytics>,
+    /// Parquet archive; off when the section is absent.
+    pub archive: Option<crate::archive::ArchiveConfig>,
+    /// Retention of raw readings in the OLTP store; keep forever when absent.
+    pub retention: Option<RawRetention>,
+}
+
+/// `[analytics]`: the DuckDB file the dashboard queries, fed by the pipeline and caught up
+/// from the OLTP store on start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalytics {
+    #[serde(default = "default_duckdb_path")]
+    pub path: PathBuf,
+}
+
+fn default_duckdb_path() -> PathBuf {
+    PathBuf::from("glucoguard.duckdb")
+}
+
+/// `[retention]`: raw readings and telemetry older than `raw_readings_days` leave the OLTP
+/// store (alerts stay); a job applies it every `every_secs`. Needs `[archive]`, where the
+/// readings remain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub raw_readings_days: u32,
+    #[serde(default = "default_retention_every")]
+    pub every_secs: u64,
+}
+
+fn default_retention_every() -> u64 {
+    3600
 }
 
 /// The HTTP listener for ingest and the admin API; off unless `listen` is set here or by
@@ -113,6 +147,31 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub console: bool,
     pub listen: Option<std::net::SocketAddr>,
+    pub analytics: Option<AnalyticsConfig>,
+    pub archive: Option<crate::archive::ArchiveConfig>,
+    pub retention: Option<RetentionConfig>,
+}
+
+impl Default for Config {
+    /// The embedded store alone (`glucoguard.db`), default engine and pipeline, no sources,
+    /// rules or sinks; tests fill in what they need.
+    fn default() -> Self {
+        Config::validate(RawConfig::default(), Path::new("."))
+            .expect("the default config is valid")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AnalyticsConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Raw readings with event time older than now minus this leave the OLTP store.
+    pub max_age: std::time::Duration,
+    /// How often the scheduled job applies it.
+    pub every: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +248,37 @@ impl Config {
                 }
             },
         };
+        if let Some(archive) = &raw.archive {
+            problems.extend(archive.problems());
+        }
+        let retention = match &raw.retention {
+            None => None,
+            Some(r) => {
+                if r.raw_readings_days == 0 {
+                    problems.push(
+                        "retention.raw_readings_days must be at least 1 (rule windows are rebuilt \
+                         from recent readings)"
+                            .to_owned(),
+                    );
+                }
+                if r.every_secs == 0 {
+                    problems.push("retention.every_secs must be positive".to_owned());
+                }
+                if raw.archive.is_none() {
+                    problems.push(
+                        "retention needs an [archive]: raw readings leave the OLTP store only \
+                         when they remain in the archive"
+                            .to_owned(),
+                    );
+                }
+                Some(RetentionConfig {
+                    max_age: std::time::Duration::from_secs(
+                        u64::from(r.raw_readings_days) * 86_400,
+                    ),
+                    every: std::time::Duration::from_secs(r.every_secs),
+                })
+            }
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
@@ -212,6 +302,14 @@ impl Config {
                 .collect(),
             console: raw.notify.console,
             listen: raw.http.listen,
+            analytics: raw.analytics.map(|a| AnalyticsConfig {
+                path: resolve(&a.path),
+            }),
+            archive: raw.archive.map(|mut a| {
+                a.resolve_paths(base);
+                a
+            }),
+            retention,
         })
     }
 }
@@ -324,6 +422,46 @@ mod tests {
             toml::from_str("[store]\nkind = \"mysql\"\nmax_connections = 0").unwrap();
         let e = Config::validate(raw, Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("store.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn analytics_archive_and_retention_sections() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [analytics]
+            path = "data/gg.duckdb"
+            [archive]
+            max_age_secs = 5
+            [archive.backend]
+            kind = "local"
+            path = "archive"
+            [retention]
+            raw_readings_days = 90
+            "#,
+        )
+        .unwrap();
+        let c = Config::validate(raw, Path::new("/srv/gg")).unwrap();
+        assert_eq!(
+            c.analytics.unwrap().path,
+            Path::new("/srv/gg/data/gg.duckdb")
+        );
+        let archive = c.archive.unwrap();
+        assert_eq!(archive.max_age_secs, 5);
+        assert!(matches!(
+            &archive.backend,
+            crate::archive::Backend::Local { path } if path == Path::new("/srv/gg/archive")
+        ));
+        let r = c.retention.unwrap();
+        assert_eq!(r.max_age, std::time::Duration::from_secs(90 * 86_400));
+        assert_eq!(r.every, std::time::Duration::from_secs(3600));
+
+        let defaults = Config::validate(RawConfig::default(), Path::new(".")).unwrap();
+        assert!(defaults.analytics.is_none() && defaults.archive.is_none());
+        assert!(defaults.retention.is_none());
+
+        let raw: RawConfig = toml::from_str("[retention]\nraw_readings_days = 0").unwrap();
+        let e = Config::validate(raw, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("at least 1") && e.contains("needs an [archive]"), "{e}");
     }
 
     #[test]

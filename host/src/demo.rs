@@ -114,6 +114,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }],
         console: !args.quiet,
         listen: None,
+        ..Config::default()
     };
     let app = app::start(&config).await.context("starting the host")?;
     if args.dimensions {

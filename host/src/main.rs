@@ -60,6 +60,48 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The Parquet archive.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+    /// Retention of raw readings in the OLTP store.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Load a period of the archive back into the DuckDB analytics file (rows already there
+    /// are kept; nothing is duplicated). Stop a host that has the DuckDB file open first.
+    Restore {
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+        /// Start of the period (inclusive): YYYY-MM-DD, RFC 3339 or `YYYY-MM-DD HH:MM:SS`, UTC.
+        #[arg(long)]
+        from: String,
+        /// End of the period (exclusive), same formats.
+        #[arg(long)]
+        to: String,
+        /// The DuckDB file to load into; default: the config's `[analytics] path`.
+        #[arg(long)]
+        duckdb: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Delete raw readings and telemetry older than the configured age from the OLTP store
+    /// now (alerts stay; the archive keeps the readings).
+    Apply {
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+        /// Overrides `[retention] raw_readings_days`.
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,7 +130,88 @@ fn main() -> Result<()> {
         Command::Rules {
             command: RulesCommand::Inspect { wasm },
         } => inspect(wasm),
+        Command::Retention {
+            command:
+                RetentionCommand::Apply {
+                    config,
+                    older_than_days,
+                },
+        } => rt.block_on(apply_retention(config, older_than_days)),
+        Command::Archive {
+            command:
+                ArchiveCommand::Restore {
+                    config,
+                    from,
+                    to,
+                    duckdb,
+                },
+        } => rt.block_on(restore_archive(config, from, to, duckdb)),
     }
+}
+
+async fn restore_archive(
+    config: PathBuf,
+    from: String,
+    to: String,
+    duckdb: Option<PathBuf>,
+) -> Result<()> {
+    use glucoguard::archive::{Period, fetch};
+    let period = Period::parse(&from, &to).map_err(anyhow::Error::msg)?;
+    let config = Config::load(&config)?;
+    let Some(archive) = &config.archive else {
+        bail!("the config has no [archive] section to restore from");
+    };
+    let Some(db) = duckdb.or_else(|| config.analytics.as_ref().map(|a| a.path.clone())) else {
+        bail!("no DuckDB file: pass --duckdb PATH or set [analytics] path in the config");
+    };
+    let store = glucoguard::archive::build_store(archive)?;
+    let fetched = fetch(store.as_ref(), archive, period).await?;
+    let report = tokio::task::spawn_blocking(move || -> Result<_> {
+        let analytics = glucoguard::analytics::Analytics::open(&db)
+            .with_context(|| format!("cannot open {}", db.display()))?;
+        let conn = analytics.connection()?;
+        Ok(fetched.load_into(&conn)?)
+    })
+    .await??;
+    println!(
+        "restored {} glucose readings, {} device readings and {} alerts from {} objects ({} bytes) for [{}, {})",
+        report.glucose_readings,
+        report.device_readings,
+        report.alerts,
+        report.objects,
+        report.bytes,
+        glucoguard::model::format_ms(period.from_ms),
+        glucoguard::model::format_ms(period.to_ms),
+    );
+    Ok(())
+}
+
+async fn apply_retention(config: PathBuf, older_than_days: Option<u32>) -> Result<()> {
+    let config = Config::load(&config)?;
+    if config.archive.is_none() {
+        bail!(
+            "the config has no [archive]: retention removes raw readings from the OLTP store only \
+             when they remain in the archive"
+        );
+    }
+    let max_age = match (older_than_days, config.retention) {
+        (Some(0), _) => bail!("--older-than-days must be at least 1"),
+        (Some(days), _) => std::time::Duration::from_secs(u64::from(days) * 86_400),
+        (None, Some(r)) => r.max_age,
+        (None, None) => bail!(
+            "no retention age: set [retention] raw_readings_days in the config or pass --older-than-days"
+        ),
+    };
+    let store = app::open_store(&config.store).await?;
+    let now = glucoguard::model::now_ms();
+    let purged = glucoguard::retention::apply(store.as_ref(), max_age, now).await?;
+    println!(
+        "removed {} glucose readings and {} device readings with event time before {}",
+        purged.glucose_readings,
+        purged.device_readings,
+        glucoguard::model::format_ms(glucoguard::retention::cut_ms(now, max_age))
+    );
+    Ok(())
 }
 
 async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()> {

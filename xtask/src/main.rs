@@ -171,6 +171,7 @@ fn bench(args: &[String]) -> Result<()> {
     for (package, bench) in [
         ("glucoguard", "rules"),
         ("glucoguard", "ingest"),
+        ("glucoguard", "sinks"),
         ("glucoguard-simulator", "generate"),
     ] {
         run(cargo()

@@ -273,11 +273,30 @@ impl Pipeline {
                 }
             }
         }
+        self.flush_sinks().await;
         tracing::info!(
             batches = self.stats.batches,
             readings = self.stats.readings,
             "pipeline drained and stopped"
         );
+    }
+
+    /// Makes what every storage sink accepted durable (an archive uploads its open files), so
+    /// the last batches are acknowledged before the pipeline stops. Each sink retries within
+    /// its own bounded flush; one that still fails keeps its batches unacknowledged, and the
+    /// sources send them again.
+    async fn flush_sinks(&mut self) {
+        for sink in self.storage.clone() {
+            if let Err(e) = sink.flush().await {
+                self.stats.sink_retries += 1;
+                tracing::error!(
+                    sink = sink.name(),
+                    error = %e,
+                    "sink flush failed; its unacknowledged items will be redelivered"
+                );
+            }
+        }
+        self.publish_stats();
     }
 
     /// Tops a partial batch up until it is full or `max_wait_ms` passed.

@@ -10,7 +10,9 @@ pub mod rows;
 pub mod sqlite;
 
 use crate::model::dims::Dimensions;
-use crate::model::{Alert, DeadLetter, EpochMs, ParamValue, Reading, RuleFault, RuleInfo, RuleRef};
+use crate::model::{
+    Alert, DeadLetter, EpochMs, ParamValue, Reading, ReadingKind, RuleFault, RuleInfo, RuleRef,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -117,6 +119,71 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest first.
     fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>>;
+
+    /// Up to `limit` readings of `kind` strictly after `after` in (received time, id) order:
+    /// the pages downstream copies (analytics) catch up with.
+    fn readings_since<'a>(
+        &'a self,
+        kind: ReadingKind,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>>;
+
+    /// Up to `limit` alerts strictly after `after` in (creation time, id) order, with their
+    /// lifecycle status.
+    fn alerts_since<'a>(
+        &'a self,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<(Alert, AlertStatus)>>, StoreError>>;
+
+    /// Retention: deletes raw readings and telemetry with event time before `before_ms`, in
+    /// bounded chunks so writers are never locked out for long. Alerts stay.
+    fn purge_readings_before(&self, before_ms: EpochMs)
+    -> BoxFuture<'_, Result<Purged, StoreError>>;
+}
+
+/// A keyset position in the order (received time, id). A page of rows "since" a cursor holds
+/// the rows strictly after it; `Cursor::default()` starts at the beginning, and
+/// `Cursor::at(t)` at the first row received at `t`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cursor {
+    pub received_at_ms: EpochMs,
+    pub id: String,
+}
+
+impl Cursor {
+    /// Just before the first row received at `received_at_ms` (ids are never empty).
+    pub fn at(received_at_ms: EpochMs) -> Self {
+        Cursor {
+            received_at_ms,
+            id: String::new(),
+        }
+    }
+}
+
+/// A stored row with the time the host received it, which orders catch-up paging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received<T> {
+    pub item: T,
+    pub received_at_ms: EpochMs,
+}
+
+impl<T> Received<T> {
+    /// The cursor just after this row, where the next page starts.
+    pub fn cursor(&self, id: &str) -> Cursor {
+        Cursor {
+            received_at_ms: self.received_at_ms,
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// What a retention pass removed from the OLTP store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub glucose_readings: u64,
+    pub device_readings: u64,
 }
 
 /// One schema migration: applied once, in order, recorded in `_glucoguard_migrations`.

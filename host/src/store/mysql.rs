@@ -16,13 +16,13 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
+    AlertStatus, BoxFuture, Counts, Cursor, Purged, Received, Migration, RuleState, RuleVersionRecord, Store, StoreError,
     WriteBatch,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, RuleFault, RuleInfo,
-    RuleRef, now_ms,
+    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
+    RuleInfo, RuleRef, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{
@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "platform",
         sql: include_str!("../../migrations/mysql/0002_platform.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "received order",
+        sql: include_str!("../../migrations/mysql/0003_received_order.sql"),
     },
 ];
 
@@ -578,7 +583,22 @@ async fn apply_migrations(conn: &mut MySqlConnection) -> Result<(), StoreError> 
         .fetch_all(&mut *conn)
         .await?;
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        sqlx::raw_sql(m.sql).execute(&mut *conn).await?;
+        // DDL is not transactional in MySQL: a migration interrupted half-way runs again from
+        // its first statement. Tables are created `IF NOT EXISTS`; an index that is already
+        // there (error 1061, "duplicate key name") counts as added.
+        for statement in m.sql.split(";\n").filter(|s| {
+            s.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        }) {
+            match sqlx::raw_sql(statement).execute(&mut *conn).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db))
+                    if db
+                        .try_downcast_ref::<MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == 1061) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         sqlx::query(
             "INSERT INTO _glucoguard_migrations (Version, Name, AppliedAtMs) VALUES (?, ?, ?)",
         )
@@ -916,6 +936,75 @@ impl Store for MySqlStore {
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(decode::rule_fault).collect()
+        })
+    }
+
+    fn readings_since<'a>(
+        &'a self,
+        kind: ReadingKind,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
+        Box::pin(async move {
+            let sql = match kind {
+                ReadingKind::Glucose => decode::GLUCOSE_SINCE,
+                ReadingKind::Device => decode::DEVICE_SINCE,
+            };
+            let rows = sqlx::query(sql)
+                .bind(after.received_at_ms)
+                .bind(after.received_at_ms)
+                .bind(&after.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| decode::received_reading(r, kind))
+                .collect()
+        })
+    }
+
+    fn alerts_since<'a>(
+        &'a self,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<(Alert, AlertStatus)>>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(decode::ALERTS_SINCE)
+                .bind(after.received_at_ms)
+                .bind(after.received_at_ms)
+                .bind(&after.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(decode::received_alert).collect()
+        })
+    }
+
+    fn purge_readings_before(
+        &self,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Purged, StoreError>> {
+        Box::pin(async move {
+            let mut purged = Purged::default();
+            for (table, n) in [
+                ("GlucoseReadings", &mut purged.glucose_readings),
+                ("DeviceOperationalData", &mut purged.device_readings),
+            ] {
+                let sql = format!("DELETE FROM {table} WHERE TimestampMs < ? LIMIT ?");
+                loop {
+                    let done = sqlx::query(&sql)
+                        .bind(before_ms)
+                        .bind(decode::PURGE_CHUNK)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    *n += done;
+                    if done < u64::from(decode::PURGE_CHUNK) {
+                        break;
+                    }
+                }
+            }
+            Ok(purged)
         })
     }
 }

@@ -2,11 +2,31 @@
 //! [`Columns`] for its row type (MySQL reads its binary-collated id columns differently), and
 //! the decoders below turn columns into readings, alerts, faults and dead letters.
 
-use super::{AlertStatus, StoreError};
+use super::{AlertStatus, Received, StoreError};
 use crate::model::{
     Alert, Body, Connectivity, DeadLetter, DeviceTelemetry, FaultKind, Glucose, Reading,
     ReadingKind, RuleFault, RuleRef, Severity,
 };
+
+/// Catch-up pages, identical in both dialects: rows strictly after a (received time, id)
+/// cursor. Binds: time, time, id, limit. The first conjunct lets the engine range-scan the
+/// (received, id) index; both engines order ids bytewise.
+pub const GLUCOSE_SINCE: &str = "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, \
+     Location, ReceivedAtMs FROM GlucoseReadings \
+     WHERE ReceivedAtMs >= ? AND (ReceivedAtMs > ? OR ReadingID > ?) \
+     ORDER BY ReceivedAtMs, ReadingID LIMIT ?";
+pub const DEVICE_SINCE: &str = "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, \
+     FirmwareVersion, ConnectivityStatus, ErrorCodes, ReceivedAtMs FROM DeviceOperationalData \
+     WHERE ReceivedAtMs >= ? AND (ReceivedAtMs > ? OR ReadingID > ?) \
+     ORDER BY ReceivedAtMs, ReadingID LIMIT ?";
+pub const ALERTS_SINCE: &str = "SELECT a.AlertID, a.ReadingID, a.PatientID, a.DeviceID, a.Kind, \
+     a.RuleName, a.RuleVersion, a.Code, a.Severity, a.Message, a.Value, a.TimestampMs, \
+     a.CreatedAtMs, l.Status FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
+     WHERE a.CreatedAtMs >= ? AND (a.CreatedAtMs > ? OR a.AlertID > ?) \
+     ORDER BY a.CreatedAtMs, a.AlertID LIMIT ?";
+
+/// Rows one retention statement deletes, so writers wait at most one short delete.
+pub const PURGE_CHUNK: u32 = 10_000;
 
 /// Typed access to a row's columns by name.
 pub trait Columns {
@@ -117,5 +137,27 @@ pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
         reason: row.text("Reason")?,
         payload: row.text("Payload")?,
         received_at_ms: row.int("ReceivedAtMs")?,
+    })
+}
+
+/// A catch-up page row of `kind` with its receive time.
+pub fn received_reading(
+    row: &impl Columns,
+    kind: ReadingKind,
+) -> Result<Received<Reading>, StoreError> {
+    Ok(Received {
+        item: match kind {
+            ReadingKind::Glucose => glucose_reading(row)?,
+            ReadingKind::Device => device_reading(row)?,
+        },
+        received_at_ms: row.int("ReceivedAtMs")?,
+    })
+}
+
+/// A catch-up page alert with its status and creation time.
+pub fn received_alert(row: &impl Columns) -> Result<Received<(Alert, AlertStatus)>, StoreError> {
+    Ok(Received {
+        item: alert_with_status(row)?,
+        received_at_ms: row.int("CreatedAtMs")?,
     })
 }

@@ -2,13 +2,13 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Migration, RuleState, RuleVersionRecord, Store, StoreError,
+    AlertStatus, BoxFuture, Counts, Cursor, Purged, Received, Migration, RuleState, RuleVersionRecord, Store, StoreError,
     WriteBatch,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, RuleFault, RuleInfo,
-    RuleRef, now_ms,
+    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
+    RuleInfo, RuleRef, now_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "platform",
         sql: include_str!("../../migrations/sqlite/0002_platform.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "received order",
+        sql: include_str!("../../migrations/sqlite/0003_received_order.sql"),
     },
 ];
 
@@ -530,6 +535,79 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(decode::rule_fault).collect()
+        })
+    }
+
+    fn readings_since<'a>(
+        &'a self,
+        kind: ReadingKind,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
+        Box::pin(async move {
+            let sql = match kind {
+                ReadingKind::Glucose => decode::GLUCOSE_SINCE,
+                ReadingKind::Device => decode::DEVICE_SINCE,
+            };
+            let rows = sqlx::query(sql)
+                .bind(after.received_at_ms)
+                .bind(after.received_at_ms)
+                .bind(&after.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| decode::received_reading(r, kind))
+                .collect()
+        })
+    }
+
+    fn alerts_since<'a>(
+        &'a self,
+        after: &'a Cursor,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Received<(Alert, AlertStatus)>>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(decode::ALERTS_SINCE)
+                .bind(after.received_at_ms)
+                .bind(after.received_at_ms)
+                .bind(&after.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(decode::received_alert).collect()
+        })
+    }
+
+    fn purge_readings_before(
+        &self,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Purged, StoreError>> {
+        Box::pin(async move {
+            let mut purged = Purged::default();
+            for (table, n) in [
+                ("GlucoseReadings", &mut purged.glucose_readings),
+                ("DeviceOperationalData", &mut purged.device_readings),
+            ] {
+                // SQLite has no DELETE … LIMIT by default: delete by rowid chunks.
+                let sql = format!(
+                    "DELETE FROM {table} WHERE rowid IN \
+                     (SELECT rowid FROM {table} WHERE TimestampMs < ? LIMIT ?)"
+                );
+                loop {
+                    let done = sqlx::query(&sql)
+                        .bind(before_ms)
+                        .bind(decode::PURGE_CHUNK)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    *n += done;
+                    if done < u64::from(decode::PURGE_CHUNK) {
+                        break;
+                    }
+                }
+            }
+            Ok(purged)
         })
     }
 }

@@ -89,6 +89,30 @@ fn sources_engine_and_sinks_never_import_each_other() {
 }
 
 #[test]
+fn analytics_and_archive_are_sinks_downstream_of_the_store() {
+    // Analytics reads the OLTP store only to catch up; neither knows the engine, the sources
+    // or the pipeline. The archive never reads the OLTP store: it holds what the store may drop.
+    for dir in ["analytics", "archive"] {
+        assert_absent(
+            dir,
+            &["crate::engine", "crate::sources", "crate::pipeline", "wasmtime"],
+        );
+    }
+    assert_absent("archive", &["crate::store"]);
+    assert_absent("retention.rs", &["crate::engine", "crate::pipeline", "crate::sources"]);
+}
+
+#[test]
+fn only_analytics_and_archive_name_duckdb_and_object_store() {
+    for dir in [
+        "sources", "sinks", "store", "pipeline", "engine", "model", "model.rs", "admin",
+        "retention.rs", "backtest.rs", "demo.rs",
+    ] {
+        assert_absent(dir, &["duckdb::", "object_store::"]);
+    }
+}
+
+#[test]
 fn only_the_engine_names_wasmtime() {
     for dir in [
         "sources",

@@ -27,6 +27,7 @@ fn config(db: &std::path::Path) -> Config {
         }],
         console: false,
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
     }
 }
 

@@ -1,12 +1,15 @@
 //! Host integration tests: one binary, a module per area. They use the real rule components
 //! built by `cargo xtask build-plugins` (found through `GLUCOGUARD_PLUGIN_DIR`).
 
+mod analytics;
 mod architecture;
+mod archive;
 mod cli;
 mod equivalence;
 mod ingest;
 mod mariadb;
 mod pipeline;
+mod retention;
 mod sandbox;
 mod scenarios;
 mod store;

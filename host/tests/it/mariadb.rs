@@ -196,6 +196,16 @@ async fn ids_compare_exactly() {
 }
 
 #[tokio::test]
+async fn pages_since_a_cursor_cover_every_row_once() {
+    on_mariadb(store::pages_since_a_cursor_cover_every_row_once).await;
+}
+
+#[tokio::test]
+async fn retention_purges_only_old_readings() {
+    on_mariadb(store::retention_purges_only_old_readings).await;
+}
+
+#[tokio::test]
 async fn migrations_run_once_even_when_hosts_start_together() {
     let db = TestDb::create().await;
     // Two hosts opening an empty database at once: the migration lock lets one migrate.
@@ -391,6 +401,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
         }],
         console: false,
         listen: None,
+        ..Config::default()
     };
     let app = app::start(&config).await.unwrap();
     let source = app.handle.embedded_source("fault");
@@ -493,5 +504,190 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
     );
     drop(check);
     stop(app).await;
+    db.drop_database().await;
+}
+
+/// The README's production shape, through the real binary: `glucoguard run` with a config
+/// naming MariaDB, DuckDB and the archive; readings over HTTP; then `archive restore` into a
+/// fresh DuckDB file and `retention apply` on the OLTP store.
+#[tokio::test]
+async fn run_with_mariadb_duckdb_and_archive_then_restore_and_retention() {
+    const N: usize = 60;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("glucoguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+kind = "mysql"
+url_env = "GG_TEST_RUN_MYSQL_URL"
+
+[analytics]
+path = "analytics.duckdb"
+
+[archive]
+max_age_secs = 1
+[archive.backend]
+kind = "local"
+path = "archive"
+
+[pipeline]
+max_wait_ms = 5
+
+[[rules]]
+path = "{}"
+
+[notify]
+console = false
+
+[http]
+listen = "127.0.0.1:{port}"
+"#,
+            plugin_path("glucoguard_default_rule").display()
+        ),
+    )
+    .unwrap();
+    // The test server's root has no password, so the URL prints whole.
+    let url = db.url.to_string();
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_glucoguard"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("GG_TEST_RUN_MYSQL_URL", &url)
+        .env("GLUCOGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while ureq::get(&format!("{base}/health")).call().is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "glucoguard run did not answer /health within 60 s"
+        );
+        assert!(host.try_wait().unwrap().is_none(), "glucoguard run exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Readings every 5 min for 5 h, alternately 100 and 200 mg/dL: half of them alert.
+    let body: Vec<serde_json::Value> = (0..N)
+        .map(|i| {
+            serde_json::from_str(&glucose_json(
+                &format!("run-{i}"),
+                1 + (i % 3) as u64,
+                T0 + i as i64 * 5 * MIN,
+                if i % 2 == 0 { 100.0 } else { 200.0 },
+            ))
+            .unwrap()
+        })
+        .collect();
+    let sent = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        ureq::post(&format!("{base}/api/ingest"))
+            .header("Content-Type", "application/json")
+            .send(serde_json::to_string(&body).unwrap())
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["accepted"], N, "{answer}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "the answer waits for the archive upload (max_age_secs = 1)"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &host.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || host.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "glucoguard run exits cleanly on Ctrl-C: {exit}");
+
+    // Every destination holds the readings once.
+    let store = db.store().await;
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.glucose_readings, counts.alerts), (N as u64, (N / 2) as u64));
+    let analytics = glucoguard::analytics::Analytics::open(dir.path().join("analytics.duckdb")).unwrap();
+    use glucoguard::analytics::Table;
+    assert_eq!(analytics.count(Table::GlucoseReadings).unwrap(), N as u64);
+    assert_eq!(analytics.count(Table::Alerts).unwrap(), (N / 2) as u64);
+    drop(analytics);
+    let parquet_rows: i64 = duckdb::Connection::open_in_memory()
+        .unwrap()
+        .query_row(
+            &format!(
+                "SELECT count(DISTINCT id) FROM read_parquet('{}/glucose_readings/**/*.parquet')",
+                dir.path().join("archive").display()
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parquet_rows, N as i64);
+
+    // Restore the first two hours into a fresh DuckDB file: readings 0..24 (5-min steps).
+    let glucoguard = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_glucoguard"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("GG_TEST_RUN_MYSQL_URL", &url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "glucoguard {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let fresh = dir.path().join("restored.duckdb");
+    let from = glucoguard::model::format_ms(T0);
+    let to = glucoguard::model::format_ms(T0 + 120 * MIN);
+    let out = glucoguard(&[
+        "archive",
+        "restore",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--duckdb",
+        fresh.to_str().unwrap(),
+    ]);
+    assert!(out.contains("restored 24 glucose readings"), "{out}");
+    let restored = glucoguard::analytics::Analytics::open(&fresh).unwrap();
+    assert_eq!(restored.count(Table::GlucoseReadings).unwrap(), 24);
+    assert_eq!(restored.count(Table::Alerts).unwrap(), 12);
+    drop(restored);
+    let again = glucoguard(&[
+        "archive",
+        "restore",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--duckdb",
+        fresh.to_str().unwrap(),
+    ]);
+    assert!(again.contains("restored 0 glucose readings"), "a second restore adds nothing: {again}");
+
+    // The readings are from 2026-11-18: a retention of one day removes them from MariaDB and
+    // keeps the alerts.
+    let out = glucoguard(&["retention", "apply", "--older-than-days", "1"]);
+    assert!(out.contains(&format!("removed {N} glucose readings")), "{out}");
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.glucose_readings, counts.alerts), (0, (N / 2) as u64));
     db.drop_database().await;
 }

@@ -25,6 +25,7 @@ fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
         rules,
         console: false,
         listen: None,
+        ..Config::default()
     }
 }
 
@@ -322,6 +323,7 @@ struct HeldSink {
     fail_first: std::sync::atomic::AtomicUsize,
     held: std::sync::Mutex<Vec<glucoguard::sinks::Durable>>,
     readings: AtomicU64,
+    flushes: AtomicU64,
 }
 
 impl glucoguard::sinks::StorageSink for HeldSink {
@@ -347,9 +349,46 @@ impl glucoguard::sinks::StorageSink for HeldSink {
             Ok(())
         })
     }
+    /// Flushing makes everything held durable, like an archive uploading its open files.
     fn flush(&self) -> glucoguard::sinks::BoxFuture<'_, Result<(), glucoguard::sinks::SinkError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            for d in std::mem::take(&mut *self.held.lock().unwrap()) {
+                d.complete();
+            }
+            Ok(())
+        })
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_storage_sinks_so_the_last_items_are_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(HeldSink::default());
+    let app = app::start_with(&config(&dir.path().join("g.db"), vec![]), vec![sink.clone()])
+        .await
+        .unwrap();
+    let source = app.handle.embedded_source("test");
+    let acked = AckCounter::default();
+    for i in 0..5 {
+        let p = glucose_json(&format!("f{i}"), 1, T0 + i * MIN, 100.0);
+        source
+            .send_with_ack(p.into_bytes(), acked.ack())
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while sink.readings.load(Ordering::SeqCst) < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the sink accepted every reading");
+    assert_eq!(acked.count(), 0, "held by the sink: nothing acknowledged");
+    assert_eq!(sink.flushes.load(Ordering::SeqCst), 0);
+    stop(app).await;
+    assert_eq!(sink.flushes.load(Ordering::SeqCst), 1, "flushed once, on shutdown");
+    assert_eq!(acked.count(), 5, "the flush made the last items durable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@ use glucoguard::model::dims::{
 };
 use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef, Severity};
 use glucoguard::store::sqlite::SqliteStore;
-use glucoguard::store::{AlertStatus, RuleState, Store, StoreError, WriteBatch};
+use glucoguard::store::{
+    AlertStatus, Cursor, Purged, RuleState, Store, StoreError, WriteBatch,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -402,6 +404,131 @@ pub(crate) async fn ids_compare_exactly(store: Arc<dyn Store>) {
     assert_eq!(stored, expected);
 }
 
+/// Catch-up pages walk (received time, id) order without gaps or repeats, whatever the page
+/// size, and start strictly after their cursor.
+pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Store>) {
+    // Three batches received at 100, 100 (a replay-like second batch at the same time) and 200.
+    let batch = |ids: &[&str], received_at_ms: i64| WriteBatch {
+        readings: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| glucose(id, 1, T0 + i as i64 * MIN, 100.0 + i as f64))
+            .collect(),
+        alerts: ids
+            .iter()
+            .map(|id| (alert(id, T0), AlertStatus::Open))
+            .collect(),
+        received_at_ms,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&batch(&["b", "d", "a"], 100)).await.unwrap();
+    store.write_batch(&batch(&["c"], 100)).await.unwrap();
+    store.write_batch(&batch(&["e", "f"], 200)).await.unwrap();
+    // A replay keeps the first receive time: "a" stays at 100.
+    store.write_batch(&batch(&["a"], 300)).await.unwrap();
+
+    for page in [1, 2, 4, 100] {
+        let mut cursor = Cursor::default();
+        let mut seen = Vec::new();
+        loop {
+            let rows = store
+                .readings_since(ReadingKind::Glucose, &cursor, page)
+                .await
+                .unwrap();
+            assert!(rows.len() <= page as usize);
+            let Some(last) = rows.last() else { break };
+            cursor = last.cursor(&last.item.id);
+            seen.extend(rows.iter().map(|r| (r.received_at_ms, r.item.id.clone())));
+        }
+        let expected: Vec<(i64, String)> = [(100, "a"), (100, "b"), (100, "c"), (100, "d"), (200, "e"), (200, "f")]
+            .into_iter()
+            .map(|(t, id)| (t, id.to_owned()))
+            .collect();
+        assert_eq!(seen, expected, "page size {page}");
+    }
+    let from_200 = store
+        .readings_since(ReadingKind::Glucose, &Cursor::at(200), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        from_200.iter().map(|r| r.item.id.as_str()).collect::<Vec<_>>(),
+        ["e", "f"]
+    );
+    assert_eq!(from_200[0].item, glucose("e", 1, T0, 100.0), "rows round-trip");
+
+    let alerts = store.alerts_since(&Cursor::at(100), 100).await.unwrap();
+    assert_eq!(alerts.len(), 6, "one alert per reading, the replay added none");
+    assert!(alerts.windows(2).all(|w| (w[0].received_at_ms, &w[0].item.0.id) < (w[1].received_at_ms, &w[1].item.0.id)));
+    let rest = store
+        .alerts_since(&alerts[3].cursor(&alerts[3].item.0.id), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest, alerts[4..].to_vec());
+    assert!(
+        store
+            .readings_since(ReadingKind::Device, &Cursor::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Retention deletes readings and telemetry older than the cut, in chunks, and keeps alerts
+/// and everything newer.
+pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
+    // 25 000 old glucose readings (more than two purge chunks) and 10 new ones.
+    let old: Vec<_> = (0..25_000)
+        .map(|i| glucose(&format!("old{i}"), 1 + i % 7, T0 + i as i64, 100.0))
+        .collect();
+    let cut = T0 + 30_000;
+    let new: Vec<_> = (0..10)
+        .map(|i| glucose(&format!("new{i}"), 1, cut + i, 100.0))
+        .collect();
+    let device = |id: &str, at: &str| {
+        glucoguard::model::parse::parse_reading(
+            format!(
+                r#"{{"reading_id":"{id}","device_id":5,"timestamp":"{at}","battery_level":40,"connectivity_status":"Connected"}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let mut readings = old;
+    readings.extend(new);
+    readings.push(device("dev-old", "2026-11-01T00:00:00Z"));
+    readings.push(device("dev-new", "2026-12-30T00:00:00Z"));
+    store
+        .write_batch(&WriteBatch {
+            alerts: vec![(alert("old0", T0), AlertStatus::Open)],
+            readings,
+            received_at_ms: 1,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let before = store.counts().await.unwrap();
+    assert_eq!((before.glucose_readings, before.device_readings), (25_010, 2));
+    let purged = store.purge_readings_before(cut).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            glucose_readings: 25_000,
+            device_readings: 1
+        }
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.glucose_readings, counts.device_readings, counts.alerts),
+        (10, 1, 1),
+        "newer readings and all alerts stay"
+    );
+    assert_eq!(
+        store.purge_readings_before(cut).await.unwrap(),
+        Purged::default(),
+        "a second pass finds nothing"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_writes_are_idempotent() {
     let (s, _d) = sqlite().await;
@@ -455,4 +582,16 @@ async fn sqlite_reopen_keeps_data_and_migrations_run_once() {
         applied as usize,
         glucoguard::store::sqlite::MIGRATIONS.len()
     );
+}
+
+#[tokio::test]
+async fn sqlite_pages_since_a_cursor_cover_every_row_once() {
+    let (s, _d) = sqlite().await;
+    pages_since_a_cursor_cover_every_row_once(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_retention_purges_only_old_readings() {
+    let (s, _d) = sqlite().await;
+    retention_purges_only_old_readings(s).await;
 }

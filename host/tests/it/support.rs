@@ -88,7 +88,7 @@ pub fn active(engine: &Engine, name: &str, params: &[(&str, f64)]) -> ActiveRule
     ActiveRule::new(load(engine, name), &overrides).expect("params valid")
 }
 
-pub const T0: i64 = 1_795_000_000_000; // 2026-11-19T10:13:20Z
+pub const T0: i64 = 1_795_000_000_000; // 2026-11-18T11:06:40Z
 pub const MIN: i64 = 60_000;
 
 /// A glucose reading as producers send it.

@@ -1,0 +1,368 @@
+//! Storage benchmark, two parts:
+//!
+//! 1. Sustained readings/s into each durable destination at batch sizes 1, 100 and 1000: the
+//!    SQLite store (the baseline of each batch size), the MariaDB store, the DuckDB analytics
+//!    sink, and the Parquet archive on a local folder and on Azurite. A run at one batch size
+//!    writes simulated readings (glucose and device telemetry) batch after batch for a few
+//!    seconds and stops the clock when every batch is durable there (for the archive: when
+//!    the last file is uploaded).
+//! 2. The dashboard's analytics queries on 10 M glucose readings in DuckDB, against a full
+//!    scan (`count(*)`, `avg`) of the same table as the baseline.
+//!
+//! `cargo xtask bench` (or `cargo bench -p glucoguard --bench sinks`). Needs MariaDB on
+//! 127.0.0.1:3306 (or `GLUCOGUARD_TEST_MYSQL_URL`) and Azurite from `npm ci`.
+//! `GLUCOGUARD_BENCH_SECS` sets the seconds per run (default 3); `GLUCOGUARD_BENCH_READINGS`
+//! the analytics size (default 10 000 000).
+
+#[path = "../tests/it/archive/azurite.rs"]
+mod azurite;
+
+use glucoguard::analytics::{Analytics, AnalyticsSink};
+use glucoguard::archive::{ArchiveConfig, ArchiveSink, AzureBackend, Backend};
+use glucoguard::model::Reading;
+use glucoguard::model::batch::WriteBatch;
+use glucoguard::sinks::{Durable, StorageSink};
+use glucoguard::store::Store;
+use glucoguard::store::mysql::{MySqlOptions, MySqlStore, MySqlUrl};
+use glucoguard::store::sqlite::SqliteStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const BATCH_SIZES: [usize; 3] = [1, 100, 1000];
+const DAY_MS: i64 = 86_400_000;
+/// Where the bench hands Azurite's public development key to the archive, as production
+/// hands a real key.
+const AZURITE_KEY_ENV: &str = "GG_BENCH_AZURITE_KEY";
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Simulated readings: the five profiles round-robin, CGM cadence, with telemetry.
+fn readings(patients: usize, days: i64, telemetry: bool) -> impl Iterator<Item = Reading> {
+    glucoguard_simulator::Simulator::new(glucoguard_simulator::SimConfig {
+        seed: 77,
+        patients,
+        duration: chrono::Duration::days(days),
+        telemetry,
+        ..glucoguard_simulator::SimConfig::default()
+    })
+    .map(|e| glucoguard::model::parse::parse_reading(e.to_json_line().as_bytes()).unwrap())
+}
+
+fn batches(pool: &[Reading], size: usize) -> impl Iterator<Item = WriteBatch> + '_ {
+    pool.chunks(size).enumerate().map(|(i, c)| WriteBatch {
+        readings: c.to_vec(),
+        received_at_ms: 1_800_000_000_000 + i as i64,
+        ..WriteBatch::default()
+    })
+}
+
+/// Where a run writes.
+enum Target {
+    Store(Arc<dyn Store>),
+    Sink(Arc<dyn StorageSink>),
+}
+
+/// Writes batches of `size` for about `secs` seconds; readings per second until durable.
+async fn sustained(target: &Target, pool: &[Reading], size: usize, secs: f64) -> (u64, f64) {
+    let durable = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let (mut written, mut batches_sent) = (0u64, 0u64);
+    for batch in batches(pool, size) {
+        match target {
+            Target::Store(s) => {
+                s.write_batch(&batch).await.unwrap();
+                durable.fetch_add(1, Ordering::SeqCst);
+            }
+            Target::Sink(s) => {
+                let d = durable.clone();
+                s.write(
+                    &batch,
+                    Durable::new(move || {
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        written += batch.readings.len() as u64;
+        batches_sent += 1;
+        if started.elapsed().as_secs_f64() >= secs {
+            break;
+        }
+    }
+    if let Target::Sink(s) = target {
+        s.flush().await.unwrap();
+    }
+    while durable.load(Ordering::SeqCst) < batches_sent {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (written, written as f64 / started.elapsed().as_secs_f64())
+}
+
+fn mysql_url() -> MySqlUrl {
+    let url = std::env::var("GLUCOGUARD_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    MySqlUrl::parse(&url).unwrap()
+}
+
+/// A fresh MariaDB database for one run (dropped and recreated).
+async fn mariadb(name: &str) -> Arc<dyn Store> {
+    use sqlx::Connection;
+    let server = mysql_url();
+    let mut admin = sqlx::MySqlConnection::connect_with(server.connect_options())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB is not reachable at {server}: {e}. Start it with: \
+                 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+            )
+        });
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    Arc::new(
+        MySqlStore::open(&server.with_database(name), &MySqlOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn archive_config(backend: Backend) -> ArchiveConfig {
+    ArchiveConfig {
+        backend,
+        prefix: "bench".into(),
+        ..ArchiveConfig::default()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sink_throughput(rt: &tokio::runtime::Runtime) {
+    let secs: f64 = env_or("GLUCOGUARD_BENCH_SECS", 3.0);
+    // Enough for the fastest destination to run `secs` at batch 1000.
+    let pool: Vec<Reading> = readings(200, 14, true).take(1_000_000).collect();
+    let mut azurite = azurite::Azurite::start("bench");
+    let names = [
+        "SQLite store",
+        "MariaDB store",
+        "DuckDB analytics sink",
+        "archive, local folder",
+        "archive, Azurite",
+    ];
+    let mut results = vec![vec![(0u64, 0f64); BATCH_SIZES.len()]; names.len()];
+    for (b, &size) in BATCH_SIZES.iter().enumerate() {
+        for (t, name) in names.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = rt.block_on(async {
+                let target = match t {
+                    0 => Target::Store(Arc::new(
+                        SqliteStore::open(&dir.path().join("b.db")).await.unwrap(),
+                    )),
+                    1 => Target::Store(mariadb("gg_bench_sinks").await),
+                    2 => Target::Sink(Arc::new(AnalyticsSink::new(
+                        Analytics::open(dir.path().join("b.duckdb")).unwrap(),
+                    ))),
+                    3 => Target::Sink(Arc::new(
+                        ArchiveSink::connect(&archive_config(Backend::Local {
+                            path: dir.path().join("archive"),
+                        }))
+                        .await
+                        .unwrap(),
+                    )),
+                    _ => {
+                        let container = format!("bench{b}");
+                        azurite.create_container(&container);
+                        let cfg = archive_config(Backend::Azure(AzureBackend {
+                            account: azurite::ACCOUNT.into(),
+                            container,
+                            key_env: Some(AZURITE_KEY_ENV.into()),
+                            sas_env: None,
+                            endpoint: Some(azurite.endpoint()),
+                        }));
+                        Target::Sink(Arc::new(ArchiveSink::connect(&cfg).await.unwrap()))
+                    }
+                };
+                sustained(&target, &pool, size, secs).await
+            });
+            eprintln!("{name:<24} batch {size:>4}: {:>9.0} readings/s ({} written)", r.1, r.0);
+            results[t][b] = r;
+        }
+    }
+    azurite.stop();
+    println!(
+        "\n### Sustained readings/s into each destination ({secs} s per run, glucose + telemetry)\n"
+    );
+    println!("| destination | batch 1 | batch 100 | batch 1000 | × SQLite at 1 / 100 / 1000 |");
+    println!("|---|---:|---:|---:|---|");
+    for (t, name) in names.iter().enumerate() {
+        let rates: Vec<String> = results[t].iter().map(|r| format!("{:.0}", r.1)).collect();
+        let ratios: Vec<String> = (0..BATCH_SIZES.len())
+            .map(|b| format!("{:.2}", results[t][b].1 / results[0][b].1))
+            .collect();
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            rates[0],
+            rates[1],
+            rates[2],
+            ratios.join(" / ")
+        );
+    }
+}
+
+/// A DuckDB file with `n` simulated glucose readings, built once and kept under the target
+/// dir (building 10 M takes a minute or two).
+fn analytics_file(n: usize) -> (std::path::PathBuf, usize) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("analytics-{n}.duckdb"));
+    let patients = 400;
+    if !path.exists() {
+        let partial = dir.join(format!("analytics-{n}.partial.duckdb"));
+        let _ = std::fs::remove_file(&partial);
+        let analytics = Analytics::open(&partial).unwrap();
+        let days = (n as f64 / patients as f64 / 288.0 * 1.15).ceil() as i64 + 1;
+        let started = Instant::now();
+        let mut chunk = Vec::with_capacity(100_000);
+        let mut stored = 0;
+        for r in readings(patients, days, false).take(n) {
+            chunk.push(r);
+            if chunk.len() == chunk.capacity() {
+                stored += chunk.len();
+                analytics
+                    .append_batch(&WriteBatch {
+                        readings: std::mem::take(&mut chunk),
+                        received_at_ms: 1,
+                        ..WriteBatch::default()
+                    })
+                    .unwrap();
+                chunk.reserve(100_000);
+            }
+        }
+        stored += chunk.len();
+        analytics
+            .append_batch(&WriteBatch {
+                readings: chunk,
+                received_at_ms: 1,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        analytics.checkpoint().unwrap();
+        drop(analytics);
+        std::fs::rename(&partial, &path).unwrap();
+        eprintln!(
+            "built {} with {stored} readings in {:.0} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    (path, patients)
+}
+
+fn query_times() {
+    let n: usize = env_or("GLUCOGUARD_BENCH_READINGS", 10_000_000);
+    let (path, _patients) = analytics_file(n);
+    let analytics = Analytics::open(&path).unwrap();
+    let conn = analytics.connection().unwrap();
+    let (count, first, last): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), min(at_ms), max(at_ms) FROM glucose_readings",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let to = last + 1;
+    let two_weeks = to - 14 * DAY_MS;
+    let month = (to - 30 * DAY_MS).max(first);
+    type Query<'a> = (&'a str, Box<dyn Fn() -> usize + 'a>);
+    let queries: Vec<Query> = vec![
+        (
+            "full scan: count(*), avg(mg_dl) (baseline)",
+            Box::new(|| {
+                let n: i64 = conn
+                    .query_row("SELECT count(*) FROM glucose_readings WHERE mg_dl >= 0", [], |r| r.get(0))
+                    .unwrap();
+                n as usize
+            }),
+        ),
+        (
+            "patient_series: one patient, 30 days, 2-day moving average",
+            Box::new(|| analytics.patient_series(7, month, to).unwrap().len()),
+        ),
+        (
+            "patient_summaries: all patients, whole period",
+            Box::new(|| analytics.patient_summaries(first, to).unwrap().len()),
+        ),
+        (
+            "daily_averages: all patients, 30 days",
+            Box::new(|| analytics.daily_averages(&[], month, to).unwrap().len()),
+        ),
+        (
+            "daily_averages: 5 patients, 30 days",
+            Box::new(|| analytics.daily_averages(&[1, 2, 3, 4, 5], month, to).unwrap().len()),
+        ),
+        (
+            "cgm_metrics: one patient, 14 days",
+            Box::new(|| analytics.cgm_metrics(7, two_weeks, to, 300).unwrap().count as usize),
+        ),
+        (
+            "agp: one patient, 14 days, 15-min bins",
+            Box::new(|| analytics.agp(7, two_weeks, to, 15).unwrap().len()),
+        ),
+    ];
+    const ROUNDS: usize = 7;
+    let mut times = vec![Vec::new(); queries.len()];
+    let mut rows = vec![0; queries.len()];
+    for (i, (_, q)) in queries.iter().enumerate() {
+        rows[i] = q(); // warm-up
+    }
+    for _ in 0..ROUNDS {
+        for (i, (_, q)) in queries.iter().enumerate() {
+            let started = Instant::now();
+            assert_eq!(q(), rows[i], "the same answer every round");
+            times[i].push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let base = median(times[0].clone());
+    println!(
+        "\n### Analytics queries on {count} glucose readings in DuckDB (median of {ROUNDS} rounds)\n"
+    );
+    println!("| query | rows out | ms | × full scan |\n|---|---:|---:|---:|");
+    for (i, (name, _)) in queries.iter().enumerate() {
+        let ms = median(times[i].clone());
+        println!("| {name} | {} | {ms:.1} | {:.2} |", rows[i], ms / base);
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else selects a part.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let only = args.first().map(String::as_str);
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var(AZURITE_KEY_ENV, azurite::KEY) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if only.is_none() || only == Some("sinks") {
+        sink_throughput(&rt);
+    }
+    if only.is_none() || only == Some("queries") {
+        query_times();
+    }
+}

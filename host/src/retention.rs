@@ -1,0 +1,49 @@
+//! Retention: raw readings and telemetry older than the configured age leave the OLTP store.
+//! They remain in the archive (the config refuses retention without one) and in analytics;
+//! alerts and their lifecycle stay in the OLTP store.
+//!
+//! `glucoguard retention apply` runs one pass; `app::start` runs [`spawn`] when `[retention]`
+//! is configured: a pass at start, then one every `every`.
+
+use crate::config::RetentionConfig;
+use crate::model::{EpochMs, now_ms};
+use crate::store::{Purged, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The event-time cut: readings strictly older than this are purged.
+pub fn cut_ms(now_ms: EpochMs, max_age: Duration) -> EpochMs {
+    now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One retention pass at `now_ms`.
+pub async fn apply(
+    store: &dyn Store,
+    max_age: Duration,
+    now_ms: EpochMs,
+) -> Result<Purged, StoreError> {
+    let purged = store.purge_readings_before(cut_ms(now_ms, max_age)).await?;
+    tracing::info!(
+        glucose_readings = purged.glucose_readings,
+        device_readings = purged.device_readings,
+        max_age_days = max_age.as_secs() / 86_400,
+        "retention pass done"
+    );
+    Ok(purged)
+}
+
+/// The scheduled job: a pass now, then one every `config.every`. A failed pass is logged and
+/// tried again at the next tick; the job never stops the host.
+pub fn spawn(store: Arc<dyn Store>, config: RetentionConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(config.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = apply(store.as_ref(), config.max_age, now_ms()).await {
+                tracing::warn!(store = store.kind(), error = %e, "retention pass failed; retrying at the next tick");
+            }
+        }
+    })
+}
