@@ -8,6 +8,9 @@
 //!    the last file is uploaded).
 //! 2. The dashboard's analytics queries on 10 M glucose readings in DuckDB, against a full
 //!    scan (`count(*)`, `avg`) of the same table as the baseline.
+//! 3. The measurement behind the analytics sink's dedupe strategy, at 10 M rows.
+//!
+//! `cargo bench -p glucoguard --bench sinks -- queries` (or `sinks`, `dedupe`) runs one part.
 //!
 //! `cargo xtask bench` (or `cargo bench -p glucoguard --bench sinks`). Needs MariaDB on
 //! 127.0.0.1:3306 (or `GLUCOGUARD_TEST_MYSQL_URL`) and Azurite from `npm ci`.
@@ -15,6 +18,7 @@
 //! the analytics size (default 10 000 000).
 
 #[path = "../tests/it/archive/azurite.rs"]
+#[allow(dead_code)] // the tests' harness; the bench does not restart Azurite
 mod azurite;
 
 use glucoguard::analytics::{Analytics, AnalyticsSink};
@@ -192,12 +196,19 @@ fn sink_throughput(rt: &tokio::runtime::Runtime) {
                             sas_env: None,
                             endpoint: Some(azurite.endpoint()),
                         }));
-                        Target::Sink(Arc::new(ArchiveSink::connect(&cfg).await.unwrap()))
+                        let store = glucoguard::archive::build_store_with(&cfg, |k| {
+                            (k == AZURITE_KEY_ENV).then(|| azurite::KEY.to_owned())
+                        })
+                        .unwrap();
+                        Target::Sink(Arc::new(ArchiveSink::new(store, &cfg)))
                     }
                 };
                 sustained(&target, &pool, size, secs).await
             });
-            eprintln!("{name:<24} batch {size:>4}: {:>9.0} readings/s ({} written)", r.1, r.0);
+            eprintln!(
+                "{name:<24} batch {size:>4}: {:>9.0} readings/s ({} written)",
+                r.1, r.0
+            );
             results[t][b] = r;
         }
     }
@@ -295,7 +306,11 @@ fn query_times() {
             "full scan: count(*), avg(mg_dl) (baseline)",
             Box::new(|| {
                 let n: i64 = conn
-                    .query_row("SELECT count(*) FROM glucose_readings WHERE mg_dl >= 0", [], |r| r.get(0))
+                    .query_row(
+                        "SELECT count(*) FROM glucose_readings WHERE mg_dl >= 0",
+                        [],
+                        |r| r.get(0),
+                    )
                     .unwrap();
                 n as usize
             }),
@@ -314,7 +329,12 @@ fn query_times() {
         ),
         (
             "daily_averages: 5 patients, 30 days",
-            Box::new(|| analytics.daily_averages(&[1, 2, 3, 4, 5], month, to).unwrap().len()),
+            Box::new(|| {
+                analytics
+                    .daily_averages(&[1, 2, 3, 4, 5], month, to)
+                    .unwrap()
+                    .len()
+            }),
         ),
         (
             "cgm_metrics: one patient, 14 days",
@@ -349,12 +369,172 @@ fn query_times() {
     }
 }
 
+/// The measurement behind the dedupe strategy: rows already in a table with `PRIMARY KEY (id)`,
+/// then batches of half replayed, half new rows deduplicated by
+/// - `ignore`: `INSERT OR IGNORE … SELECT * FROM staging` (DuckDB runs it as a MERGE: a hash
+///   join that scans the whole table),
+/// - `probe`: looking the batch's ids up in the key's index (`WHERE id IN (?, …)`, chunks of
+///   1000) and inserting the rest,
+/// - `range`: an anti-join against the rows in the batch's event-time range only (zone maps
+///   prune the rest; exact only while an id never changes its time).
+///
+/// The analytics sink uses `range` (see `glucoguard::analytics`).
+fn dedupe_cost() {
+    use duckdb::Connection;
+    use glucoguard::analytics::Table;
+    const PROBE_IDS: usize = 1000;
+    let rows: u64 = env_or("GLUCOGUARD_BENCH_READINGS", 10_000_000);
+    let mut table = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.duckdb");
+    let conn = Connection::open(&path).unwrap();
+    let t = Table::GlucoseReadings;
+    conn.execute_batch(&t.create_sql(t.name(), true, false))
+        .unwrap();
+    conn.execute_batch(&t.create_sql("s", false, true)).unwrap();
+    // Ids shaped like alert ids (hex, time-prefixed), 5-minute readings of 1000 patients.
+    let fill = |lo: u64, hi: u64| {
+        format!(
+            "SELECT printf('%012x%020x', i * 300, hash(i)), i % 1000, 1000 + i % 1000, \
+                    i * 300, 70 + (i % 200), 'home', i * 300 \
+             FROM range({lo}, {hi}) r(i)"
+        )
+    };
+    let start = Instant::now();
+    let mut lo = 0;
+    while lo < rows {
+        let hi = (lo + 1_000_000).min(rows);
+        conn.execute_batch(&format!("INSERT INTO glucose_readings {}", fill(lo, hi)))
+            .unwrap();
+        lo = hi;
+    }
+    conn.execute_batch("CHECKPOINT").unwrap();
+    eprintln!(
+        "loaded {rows} rows in {:?}; file {} MiB",
+        start.elapsed(),
+        std::fs::metadata(&path).unwrap().len() >> 20
+    );
+    let mut next = rows;
+    for strategy in ["ignore", "probe", "range"] {
+        for batch in [1u64, 100, 1000, 10_000] {
+            let rounds = 10;
+            let (replayed, fresh) = (batch / 2, batch - batch / 2);
+            let mut dedupe = std::time::Duration::ZERO;
+            let started = Instant::now();
+            for _ in 0..rounds {
+                conn.execute_batch("BEGIN").unwrap();
+                conn.execute_batch(&format!(
+                    "INSERT INTO s {}; INSERT INTO s {}",
+                    fill(next - replayed, next),
+                    fill(next, next + fresh),
+                ))
+                .unwrap();
+                let m = Instant::now();
+                let added = match strategy {
+                    "ignore" => conn
+                        .execute("INSERT OR IGNORE INTO glucose_readings SELECT * FROM s", [])
+                        .unwrap(),
+                    "probe" => {
+                        let ids: Vec<String> = conn
+                            .prepare("SELECT id FROM s")
+                            .unwrap()
+                            .query_map([], |r| r.get(0))
+                            .unwrap()
+                            .collect::<Result<_, _>>()
+                            .unwrap();
+                        let mut existing = Vec::new();
+                        for chunk in ids.chunks(PROBE_IDS) {
+                            let sql = format!(
+                                "SELECT id FROM glucose_readings WHERE id IN ({})",
+                                vec!["?"; chunk.len()].join(",")
+                            );
+                            let mut st = conn.prepare_cached(&sql).unwrap();
+                            let found = st
+                                .query_map(duckdb::params_from_iter(chunk), |r| {
+                                    r.get::<_, String>(0)
+                                })
+                                .unwrap();
+                            for id in found {
+                                existing.push(id.unwrap());
+                            }
+                        }
+                        conn.execute_batch("CREATE OR REPLACE TEMP TABLE e (id VARCHAR)")
+                            .unwrap();
+                        let mut app = conn
+                            .appender_to_catalog_and_db("e", "temp", "main")
+                            .unwrap();
+                        for id in &existing {
+                            app.append_row([id]).unwrap();
+                        }
+                        drop(app);
+                        conn.execute(
+                            "INSERT INTO glucose_readings SELECT * FROM s ANTI JOIN e USING (id)",
+                            [],
+                        )
+                        .unwrap()
+                    }
+                    _ => {
+                        let (lo, hi): (i64, i64) = conn
+                            .query_row("SELECT min(at_ms), max(at_ms) FROM s", [], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })
+                            .unwrap();
+                        conn.execute(
+                            &format!(
+                                "INSERT INTO glucose_readings SELECT * FROM s ANTI JOIN \
+                                 (SELECT id FROM glucose_readings WHERE at_ms BETWEEN {lo} AND {hi}) \
+                                 USING (id)"
+                            ),
+                            [],
+                        )
+                        .unwrap()
+                    }
+                };
+                dedupe += m.elapsed();
+                assert_eq!(added as u64, fresh);
+                conn.execute_batch("DELETE FROM s; COMMIT").unwrap();
+                next += fresh;
+            }
+            let per = started.elapsed() / rounds;
+            table.push((strategy, batch, (dedupe / rounds).as_secs_f64() * 1e3));
+            eprintln!(
+                "{rows} rows, {strategy:>6}, batch {batch:>5}: dedupe {:?} per batch, \
+                 {per:?} per batch in all",
+                dedupe / rounds,
+            );
+        }
+    }
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) - count(DISTINCT id) FROM glucose_readings",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0, "no duplicates");
+    println!(
+        "\n### Dedupe of one batch (half replayed, half new) against {rows} rows with PRIMARY KEY (id), ms\n"
+    );
+    println!(
+        "| strategy | batch 1 | batch 100 | batch 1000 | batch 10000 |\n|---|---:|---:|---:|---:|"
+    );
+    for strategy in ["ignore", "probe", "range"] {
+        let cells: Vec<String> = table
+            .iter()
+            .filter(|(s, _, _)| *s == strategy)
+            .map(|(_, _, ms)| format!("{ms:.1}"))
+            .collect();
+        println!("| {strategy} | {} |", cells.join(" | "));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else selects a part.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let only = args.first().map(String::as_str);
-    // SAFETY: no other thread exists yet.
-    unsafe { std::env::set_var(AZURITE_KEY_ENV, azurite::KEY) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -364,5 +544,8 @@ fn main() {
     }
     if only.is_none() || only == Some("queries") {
         query_times();
+    }
+    if only.is_none() || only == Some("dedupe") {
+        dedupe_cost();
     }
 }

@@ -156,8 +156,7 @@ impl Default for Config {
     /// The embedded store alone (`glucoguard.db`), default engine and pipeline, no sources,
     /// rules or sinks; tests fill in what they need.
     fn default() -> Self {
-        Config::validate(RawConfig::default(), Path::new("."))
-            .expect("the default config is valid")
+        Config::validate(RawConfig::default(), Path::new(".")).expect("the default config is valid")
     }
 }
 
@@ -460,8 +459,13 @@ mod tests {
         assert!(defaults.retention.is_none());
 
         let raw: RawConfig = toml::from_str("[retention]\nraw_readings_days = 0").unwrap();
-        let e = Config::validate(raw, Path::new(".")).unwrap_err().to_string();
-        assert!(e.contains("at least 1") && e.contains("needs an [archive]"), "{e}");
+        let e = Config::validate(raw, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at least 1") && e.contains("needs an [archive]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -135,12 +135,14 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         after: &'a Cursor,
         limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<Received<(Alert, AlertStatus)>>, StoreError>>;
+    ) -> BoxFuture<'a, Result<AlertPage, StoreError>>;
 
     /// Retention: deletes raw readings and telemetry with event time before `before_ms`, in
     /// bounded chunks so writers are never locked out for long. Alerts stay.
-    fn purge_readings_before(&self, before_ms: EpochMs)
-    -> BoxFuture<'_, Result<Purged, StoreError>>;
+    fn purge_readings_before(
+        &self,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Purged, StoreError>>;
 }
 
 /// A keyset position in the order (received time, id). A page of rows "since" a cursor holds
@@ -178,6 +180,9 @@ impl<T> Received<T> {
         }
     }
 }
+
+/// A catch-up page of alerts with their lifecycle status and creation time.
+pub type AlertPage = Vec<Received<(Alert, AlertStatus)>>;
 
 /// What a retention pass removed from the OLTP store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

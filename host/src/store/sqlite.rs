@@ -2,8 +2,8 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, Purged, Received, Migration, RuleState, RuleVersionRecord, Store, StoreError,
-    WriteBatch,
+    AlertStatus, BoxFuture, Counts, Cursor, Migration, Purged, Received, RuleState,
+    RuleVersionRecord, Store, StoreError, WriteBatch,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
@@ -566,7 +566,7 @@ impl Store for SqliteStore {
         &'a self,
         after: &'a Cursor,
         limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<Received<(Alert, AlertStatus)>>, StoreError>> {
+    ) -> BoxFuture<'a, Result<super::AlertPage, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(decode::ALERTS_SINCE)
                 .bind(after.received_at_ms)

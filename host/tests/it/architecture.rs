@@ -95,18 +95,35 @@ fn analytics_and_archive_are_sinks_downstream_of_the_store() {
     for dir in ["analytics", "archive"] {
         assert_absent(
             dir,
-            &["crate::engine", "crate::sources", "crate::pipeline", "wasmtime"],
+            &[
+                "crate::engine",
+                "crate::sources",
+                "crate::pipeline",
+                "wasmtime",
+            ],
         );
     }
     assert_absent("archive", &["crate::store"]);
-    assert_absent("retention.rs", &["crate::engine", "crate::pipeline", "crate::sources"]);
+    assert_absent(
+        "retention.rs",
+        &["crate::engine", "crate::pipeline", "crate::sources"],
+    );
 }
 
 #[test]
 fn only_analytics_and_archive_name_duckdb_and_object_store() {
     for dir in [
-        "sources", "sinks", "store", "pipeline", "engine", "model", "model.rs", "admin",
-        "retention.rs", "backtest.rs", "demo.rs",
+        "sources",
+        "sinks",
+        "store",
+        "pipeline",
+        "engine",
+        "model",
+        "model.rs",
+        "admin",
+        "retention.rs",
+        "backtest.rs",
+        "demo.rs",
     ] {
         assert_absent(dir, &["duckdb::", "object_store::"]);
     }

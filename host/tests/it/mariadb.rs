@@ -612,13 +612,20 @@ listen = "127.0.0.1:{port}"
     let exit = tokio::task::spawn_blocking(move || host.wait().unwrap())
         .await
         .unwrap();
-    assert!(exit.success(), "glucoguard run exits cleanly on Ctrl-C: {exit}");
+    assert!(
+        exit.success(),
+        "glucoguard run exits cleanly on Ctrl-C: {exit}"
+    );
 
     // Every destination holds the readings once.
     let store = db.store().await;
     let counts = store.counts().await.unwrap();
-    assert_eq!((counts.glucose_readings, counts.alerts), (N as u64, (N / 2) as u64));
-    let analytics = glucoguard::analytics::Analytics::open(dir.path().join("analytics.duckdb")).unwrap();
+    assert_eq!(
+        (counts.glucose_readings, counts.alerts),
+        (N as u64, (N / 2) as u64)
+    );
+    let analytics =
+        glucoguard::analytics::Analytics::open(dir.path().join("analytics.duckdb")).unwrap();
     use glucoguard::analytics::Table;
     assert_eq!(analytics.count(Table::GlucoseReadings).unwrap(), N as u64);
     assert_eq!(analytics.count(Table::Alerts).unwrap(), (N / 2) as u64);
@@ -681,13 +688,22 @@ listen = "127.0.0.1:{port}"
         "--duckdb",
         fresh.to_str().unwrap(),
     ]);
-    assert!(again.contains("restored 0 glucose readings"), "a second restore adds nothing: {again}");
+    assert!(
+        again.contains("restored 0 glucose readings"),
+        "a second restore adds nothing: {again}"
+    );
 
     // The readings are from 2026-11-18: a retention of one day removes them from MariaDB and
     // keeps the alerts.
     let out = glucoguard(&["retention", "apply", "--older-than-days", "1"]);
-    assert!(out.contains(&format!("removed {N} glucose readings")), "{out}");
+    assert!(
+        out.contains(&format!("removed {N} glucose readings")),
+        "{out}"
+    );
     let counts = store.counts().await.unwrap();
-    assert_eq!((counts.glucose_readings, counts.alerts), (0, (N / 2) as u64));
+    assert_eq!(
+        (counts.glucose_readings, counts.alerts),
+        (0, (N / 2) as u64)
+    );
     db.drop_database().await;
 }

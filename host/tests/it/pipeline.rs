@@ -365,9 +365,12 @@ impl glucoguard::sinks::StorageSink for HeldSink {
 async fn shutdown_flushes_storage_sinks_so_the_last_items_are_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(HeldSink::default());
-    let app = app::start_with(&config(&dir.path().join("g.db"), vec![]), vec![sink.clone()])
-        .await
-        .unwrap();
+    let app = app::start_with(
+        &config(&dir.path().join("g.db"), vec![]),
+        vec![sink.clone()],
+    )
+    .await
+    .unwrap();
     let source = app.handle.embedded_source("test");
     let acked = AckCounter::default();
     for i in 0..5 {
@@ -387,7 +390,11 @@ async fn shutdown_flushes_storage_sinks_so_the_last_items_are_acknowledged() {
     assert_eq!(acked.count(), 0, "held by the sink: nothing acknowledged");
     assert_eq!(sink.flushes.load(Ordering::SeqCst), 0);
     stop(app).await;
-    assert_eq!(sink.flushes.load(Ordering::SeqCst), 1, "flushed once, on shutdown");
+    assert_eq!(
+        sink.flushes.load(Ordering::SeqCst),
+        1,
+        "flushed once, on shutdown"
+    );
     assert_eq!(acked.count(), 5, "the flush made the last items durable");
 }
 

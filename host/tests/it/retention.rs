@@ -13,7 +13,8 @@ const DAY: i64 = 86_400_000;
 #[tokio::test]
 async fn the_retention_job_purges_old_readings_on_every_tick() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("r.db")).await.unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("r.db")).await.unwrap());
     let now = glucoguard::model::now_ms();
     let batch = |ids: &[(&str, i64)]| WriteBatch {
         readings: ids
@@ -68,7 +69,10 @@ async fn the_retention_job_purges_old_readings_on_every_tick() {
     wait_for(1).await;
     // A late old reading arrives after the first pass: a later tick removes it.
     store
-        .write_batch(&batch(&[("old-2", now - 31 * DAY), ("new-2", now - 29 * DAY)]))
+        .write_batch(&batch(&[
+            ("old-2", now - 31 * DAY),
+            ("new-2", now - 29 * DAY),
+        ]))
         .await
         .unwrap();
     wait_for(2).await;

@@ -7,9 +7,7 @@ use glucoguard::model::dims::{
 };
 use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef, Severity};
 use glucoguard::store::sqlite::SqliteStore;
-use glucoguard::store::{
-    AlertStatus, Cursor, Purged, RuleState, Store, StoreError, WriteBatch,
-};
+use glucoguard::store::{AlertStatus, Cursor, Purged, RuleState, Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -421,7 +419,10 @@ pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Sto
         received_at_ms,
         ..WriteBatch::default()
     };
-    store.write_batch(&batch(&["b", "d", "a"], 100)).await.unwrap();
+    store
+        .write_batch(&batch(&["b", "d", "a"], 100))
+        .await
+        .unwrap();
     store.write_batch(&batch(&["c"], 100)).await.unwrap();
     store.write_batch(&batch(&["e", "f"], 200)).await.unwrap();
     // A replay keeps the first receive time: "a" stays at 100.
@@ -440,10 +441,17 @@ pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Sto
             cursor = last.cursor(&last.item.id);
             seen.extend(rows.iter().map(|r| (r.received_at_ms, r.item.id.clone())));
         }
-        let expected: Vec<(i64, String)> = [(100, "a"), (100, "b"), (100, "c"), (100, "d"), (200, "e"), (200, "f")]
-            .into_iter()
-            .map(|(t, id)| (t, id.to_owned()))
-            .collect();
+        let expected: Vec<(i64, String)> = [
+            (100, "a"),
+            (100, "b"),
+            (100, "c"),
+            (100, "d"),
+            (200, "e"),
+            (200, "f"),
+        ]
+        .into_iter()
+        .map(|(t, id)| (t, id.to_owned()))
+        .collect();
         assert_eq!(seen, expected, "page size {page}");
     }
     let from_200 = store
@@ -451,14 +459,29 @@ pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Sto
         .await
         .unwrap();
     assert_eq!(
-        from_200.iter().map(|r| r.item.id.as_str()).collect::<Vec<_>>(),
+        from_200
+            .iter()
+            .map(|r| r.item.id.as_str())
+            .collect::<Vec<_>>(),
         ["e", "f"]
     );
-    assert_eq!(from_200[0].item, glucose("e", 1, T0, 100.0), "rows round-trip");
+    assert_eq!(
+        from_200[0].item,
+        glucose("e", 1, T0, 100.0),
+        "rows round-trip"
+    );
 
     let alerts = store.alerts_since(&Cursor::at(100), 100).await.unwrap();
-    assert_eq!(alerts.len(), 6, "one alert per reading, the replay added none");
-    assert!(alerts.windows(2).all(|w| (w[0].received_at_ms, &w[0].item.0.id) < (w[1].received_at_ms, &w[1].item.0.id)));
+    assert_eq!(
+        alerts.len(),
+        6,
+        "one alert per reading, the replay added none"
+    );
+    assert!(
+        alerts.windows(2).all(
+            |w| (w[0].received_at_ms, &w[0].item.0.id) < (w[1].received_at_ms, &w[1].item.0.id)
+        )
+    );
     let rest = store
         .alerts_since(&alerts[3].cursor(&alerts[3].item.0.id), 100)
         .await
@@ -507,7 +530,10 @@ pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let before = store.counts().await.unwrap();
-    assert_eq!((before.glucose_readings, before.device_readings), (25_010, 2));
+    assert_eq!(
+        (before.glucose_readings, before.device_readings),
+        (25_010, 2)
+    );
     let purged = store.purge_readings_before(cut).await.unwrap();
     assert_eq!(
         purged,
@@ -518,7 +544,11 @@ pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
     );
     let counts = store.counts().await.unwrap();
     assert_eq!(
-        (counts.glucose_readings, counts.device_readings, counts.alerts),
+        (
+            counts.glucose_readings,
+            counts.device_readings,
+            counts.alerts
+        ),
         (10, 1, 1),
         "newer readings and all alerts stay"
     );
