@@ -3,7 +3,7 @@
 //! the archive sink in a running host. The Parquet objects are read back with DuckDB and
 //! compared, column by column, with rows built by hand from the model values written.
 
-mod azurite;
+pub(crate) mod azurite;
 
 use crate::support::*;
 use azurite::Azurite;
