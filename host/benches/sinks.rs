@@ -141,10 +141,15 @@ async fn mariadb(name: &str) -> Arc<dyn Store> {
     )
 }
 
+/// A bounded buffer (16 MiB), so a run measures uploads, not how much memory can absorb
+/// writes before the final flush.
 fn archive_config(backend: Backend) -> ArchiveConfig {
     ArchiveConfig {
         backend,
         prefix: "bench".into(),
+        max_bytes: 8 << 20,
+        max_buffer_bytes: 16 << 20,
+        flush_timeout_secs: 900,
         ..ArchiveConfig::default()
     }
 }
