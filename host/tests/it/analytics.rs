@@ -4,7 +4,7 @@ use crate::support::*;
 use glucoguard::analytics::{AgpBin, Analytics, AnalyticsSink, CatchUp, DailyAverage, Table};
 use glucoguard::app;
 use glucoguard::config::{Config, RuleConfig, StoreConfig};
-use glucoguard::model::{Alert, Reading, ReadingKind, RuleRef, Severity};
+use glucoguard::model::{Alert, Reading};
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard::sinks::{Durable, StorageSink};
 use glucoguard::store::sqlite::SqliteStore;
@@ -68,23 +68,7 @@ fn device(id: &str, device_id: u64, at_ms: i64) -> Reading {
 }
 
 fn alert(reading: &str, at_ms: i64) -> Alert {
-    let rule = RuleRef {
-        name: "r".into(),
-        version: "1".into(),
-    };
-    Alert {
-        id: Alert::derive_id(&rule, reading, "c", at_ms),
-        rule,
-        reading_id: reading.into(),
-        patient_id: Some(1),
-        device_id: 1001,
-        kind: ReadingKind::Glucose,
-        at_ms,
-        code: "c".into(),
-        severity: Severity::Warning,
-        message: "m".into(),
-        value: Some(60.0),
-    }
+    test_alert(reading, at_ms, 60.0)
 }
 
 /// Every row of a table, rendered, in id order: what "identical rows" compares.

@@ -25,25 +25,7 @@ async fn the_retention_job_purges_old_readings_on_every_tick() {
         ..WriteBatch::default()
     };
     let mut first = batch(&[("old-1", now - 40 * DAY), ("new-1", now - 5 * DAY)]);
-    let rule_alert = {
-        let rule = glucoguard::model::RuleRef {
-            name: "r".into(),
-            version: "1".into(),
-        };
-        glucoguard::model::Alert {
-            id: glucoguard::model::Alert::derive_id(&rule, "old-1", "c", now - 40 * DAY),
-            rule,
-            reading_id: "old-1".into(),
-            patient_id: Some(1),
-            device_id: 1001,
-            kind: glucoguard::model::ReadingKind::Glucose,
-            at_ms: now - 40 * DAY,
-            code: "c".into(),
-            severity: glucoguard::model::Severity::Warning,
-            message: "m".into(),
-            value: Some(150.0),
-        }
-    };
+    let rule_alert = test_alert("old-1", now - 40 * DAY, 150.0);
     first.alerts.push((rule_alert, AlertStatus::Open));
     store.write_batch(&first).await.unwrap();
 

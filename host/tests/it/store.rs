@@ -5,7 +5,7 @@ use crate::support::*;
 use glucoguard::model::dims::{
     Device, DeviceModel, Dimensions, Manufacturer, Patient, Subscriber, Subscription,
 };
-use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef, Severity};
+use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef};
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, Cursor, Purged, RuleState, Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
@@ -18,23 +18,7 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 fn alert(reading: &str, at_ms: i64) -> Alert {
-    let rule = RuleRef {
-        name: "r".into(),
-        version: "1".into(),
-    };
-    Alert {
-        id: Alert::derive_id(&rule, reading, "c", at_ms),
-        rule,
-        reading_id: reading.into(),
-        patient_id: Some(1),
-        device_id: 1001,
-        kind: ReadingKind::Glucose,
-        at_ms,
-        code: "c".into(),
-        severity: Severity::Warning,
-        message: "m".into(),
-        value: Some(120.0),
-    }
+    test_alert(reading, at_ms, 120.0)
 }
 
 fn sample_batch() -> WriteBatch {

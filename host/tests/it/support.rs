@@ -117,3 +117,26 @@ pub async fn stop(app: glucoguard::app::App) {
         .expect("drains")
         .unwrap();
 }
+
+/// A glucose alert of rule `r` version 1 (code `c`, patient 1, device 1001) on `reading`,
+/// with the id the engine would derive.
+pub fn test_alert(reading: &str, at_ms: i64, value: f64) -> glucoguard::model::Alert {
+    use glucoguard::model::{Alert, ReadingKind, RuleRef, Severity};
+    let rule = RuleRef {
+        name: "r".into(),
+        version: "1".into(),
+    };
+    Alert {
+        id: Alert::derive_id(&rule, reading, "c", at_ms),
+        rule,
+        reading_id: reading.into(),
+        patient_id: Some(1),
+        device_id: 1001,
+        kind: ReadingKind::Glucose,
+        at_ms,
+        code: "c".into(),
+        severity: Severity::Warning,
+        message: "m".into(),
+        value: Some(value),
+    }
+}
