@@ -218,7 +218,7 @@ pub async fn start_with(
                     tracing::error!(error = %e, "http server stopped");
                 }
             });
-            tracing::info!(%bound, "http listening: POST /api/ingest, GET /api/stats, POST /api/dimensions");
+            tracing::info!(%bound, "http listening: POST /api/ingest, GET /api/stats, GET /api/sinks, POST /api/dimensions");
             Some(bound)
         }
     };

@@ -52,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/stats", get(stats))
+        .route("/api/sinks", get(sinks))
         .route("/api/counts", get(counts))
         .route("/api/dimensions", post(put_dimensions))
         .with_state(state)
@@ -59,6 +60,10 @@ pub fn router(state: AdminState) -> Router {
 
 async fn stats(State(s): State<AdminState>) -> Json<crate::pipeline::PipelineStats> {
     Json(s.pipeline.stats())
+}
+
+async fn sinks(State(s): State<AdminState>) -> Json<Vec<crate::sinks::SinkStatus>> {
+    Json(s.pipeline.sinks())
 }
 
 async fn counts(State(s): State<AdminState>) -> Result<Json<crate::store::Counts>, ApiError> {

@@ -138,6 +138,12 @@ impl Analytics {
         self.ingest(|conn| tables::append_batch(conn, batch, "temp", STAGING))
     }
 
+    /// Appends several batches in one transaction, like [`append_batch`](Self::append_batch)
+    /// (the sink's group commit). Blocking.
+    pub fn append_batches(&self, batches: &[WriteBatch]) -> Result<Appended, AnalyticsError> {
+        self.ingest(|conn| tables::append_batches(conn, batches, "temp", STAGING))
+    }
+
     /// Appends rows that carry their own receive times (catch-up pages), like
     /// [`append_batch`](Self::append_batch). Blocking.
     pub fn append_rows(

@@ -90,13 +90,26 @@ pub fn append_batch(
     catalog: &str,
     suffix: &str,
 ) -> duckdb::Result<Appended> {
-    let received = batch.received_at_ms;
-    let readings: Vec<(&Reading, EpochMs)> = batch.readings.iter().map(|r| (r, received)).collect();
-    let alerts: Vec<(&Alert, AlertStatus, EpochMs)> = batch
-        .alerts
-        .iter()
-        .map(|(a, s)| (a, *s, received))
-        .collect();
+    append_batches(conn, std::slice::from_ref(batch), catalog, suffix)
+}
+
+/// Like [`append_batch`] for several batches at once, in order, through one appender per
+/// table: many small batches cost one flush, not one each (an appender's flush is a
+/// transaction of its own outside an explicit one).
+pub fn append_batches<B: std::borrow::Borrow<WriteBatch>>(
+    conn: &duckdb::Connection,
+    batches: &[B],
+    catalog: &str,
+    suffix: &str,
+) -> duckdb::Result<Appended> {
+    let mut readings: Vec<(&Reading, EpochMs)> = Vec::new();
+    let mut alerts: Vec<(&Alert, AlertStatus, EpochMs)> = Vec::new();
+    for batch in batches {
+        let batch = batch.borrow();
+        let received = batch.received_at_ms;
+        readings.extend(batch.readings.iter().map(|r| (r, received)));
+        alerts.extend(batch.alerts.iter().map(|(a, s)| (a, *s, received)));
+    }
     append_rows(conn, &readings, &alerts, catalog, suffix)
 }
 

@@ -3,7 +3,7 @@
 //! DuckDB.
 
 use super::ArchiveError;
-use crate::analytics::tables::{Table, append_batch};
+use crate::analytics::tables::{Table, append_batches};
 use crate::model::batch::WriteBatch;
 use crate::model::{Body, EpochMs};
 use std::collections::BTreeMap;
@@ -229,9 +229,7 @@ pub(crate) fn merge(
     let conn = duckdb::Connection::open_in_memory()?;
     let staged = format!("{}_staged", table.name());
     conn.execute_batch(&table.create_sql(&staged, false, true))?;
-    for b in batches {
-        append_batch(&conn, b, "temp", "_staged")?;
-    }
+    append_batches(&conn, batches, "temp", "_staged")?;
     let cols = column_names(table).join(", ");
     let (old_rows, old_select) = match existing {
         Some(bytes) => {

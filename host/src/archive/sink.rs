@@ -5,7 +5,7 @@
 use super::layout::{self, Partition};
 use super::{ArchiveConfig, ArchiveError};
 use crate::model::batch::WriteBatch;
-use crate::sinks::{BoxFuture, Durable, SinkError, StorageSink};
+use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -250,6 +250,17 @@ impl ArchiveSink {
 impl StorageSink for ArchiveSink {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn status(&self) -> SinkStatus {
+        let s = self.stats();
+        SinkStatus {
+            name: NAME,
+            pending_rows: s.buffered_rows,
+            batches_completed: s.batches_completed,
+            failures: s.failures,
+            last_error: s.last_error,
+        }
     }
 
     fn write<'a>(

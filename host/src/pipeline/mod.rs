@@ -88,6 +88,7 @@ pub struct PipelineHandle {
     commands: mpsc::Sender<Command>,
     stats: watch::Receiver<PipelineStats>,
     manager: Arc<RuleManager>,
+    storage: Vec<Arc<dyn StorageSink>>,
 }
 
 impl std::fmt::Debug for PipelineHandle {
@@ -100,6 +101,11 @@ impl PipelineHandle {
     /// The embedded source: an in-process producer onto the input queue.
     pub fn embedded_source(&self, origin: &str) -> EmbeddedSource {
         EmbeddedSource::new(self.input.clone(), origin)
+    }
+
+    /// Each storage sink's status, in the order batches are handed to them.
+    pub fn sinks(&self) -> Vec<crate::sinks::SinkStatus> {
+        self.storage.iter().map(|s| s.status()).collect()
     }
 
     /// The raw input queue, for sources that run as their own task.
@@ -229,6 +235,7 @@ impl Pipeline {
             commands: commands_tx,
             stats: stats_rx,
             manager,
+            storage: p.storage.clone(),
         };
         Ok((p, handle))
     }

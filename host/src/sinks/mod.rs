@@ -49,8 +49,26 @@ pub struct SinkError {
     pub message: String,
 }
 
+/// How a storage sink fares, for `GET /api/sinks`: what it holds that is not yet durable
+/// and whether it is failing (a sink retries internally, so this is where a stuck archive or
+/// analytics database shows).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkStatus {
+    pub name: &'static str,
+    /// Rows accepted and not yet durable in the sink.
+    pub pending_rows: u64,
+    /// Batches whose `Durable` the sink completed.
+    pub batches_completed: u64,
+    /// Failed attempts so far (each retried).
+    pub failures: u64,
+    /// The most recent failure, while the sink keeps failing.
+    pub last_error: Option<String>,
+}
+
 pub trait StorageSink: Send + Sync {
     fn name(&self) -> &'static str;
+    /// A snapshot of the sink's counters.
+    fn status(&self) -> SinkStatus;
     /// Accepts a batch. On `Ok` the sink owns `durable` and completes it when the batch is
     /// durable in it (now or later); on `Err` the pipeline retries the same batch.
     fn write<'a>(

@@ -405,9 +405,28 @@ fn patient_summaries_give_count_mean_min_and_max_per_patient() {
 
 // ---------------------------------------------------------------- sink
 
-/// Writes through the `StorageSink` interface and returns whether `durable` was completed.
+/// Writes through the `StorageSink` interface and waits (up to 30 s) for the batch's
+/// `durable`; returns whether it completed.
 async fn write(sink: &AnalyticsSink, b: &WriteBatch) -> bool {
     let done = Arc::new(AtomicU64::new(0));
+    write_counted(sink, b, &done).await;
+    completes(&done, 1, Duration::from_secs(30)).await
+}
+
+/// Whether `counter` reaches `n` within `limit`.
+async fn completes(counter: &AtomicU64, n: u64, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while counter.load(Ordering::SeqCst) < n {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
+/// A sink write whose completion bumps `done`.
+async fn write_counted(sink: &AnalyticsSink, b: &WriteBatch, done: &Arc<AtomicU64>) {
     let d = done.clone();
     sink.write(
         b,
@@ -417,7 +436,6 @@ async fn write(sink: &AnalyticsSink, b: &WriteBatch) -> bool {
     )
     .await
     .unwrap();
-    done.load(Ordering::SeqCst) == 1
 }
 
 fn mixed_batch(range: std::ops::Range<i64>, received_at_ms: i64) -> WriteBatch {
@@ -490,32 +508,117 @@ async fn the_sink_keeps_one_row_per_id_when_batches_repeat_or_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sink_reports_a_failed_write_and_completes_nothing() {
+async fn batches_written_back_to_back_share_commits_and_each_completes_after_its_commit() {
+    let a = analytics();
+    let sink = AnalyticsSink::new(a.clone());
+    let done = Arc::new(AtomicU64::new(0));
+    // 200 one-reading batches, written without waiting for their commits.
+    for i in 0..200 {
+        let batch = WriteBatch {
+            readings: vec![glucose(&format!("g{i}"), 1, T0 + i * MIN, 100.0)],
+            received_at_ms: 1_000 + i,
+            ..WriteBatch::default()
+        };
+        write_counted(&sink, &batch, &done).await;
+    }
+    sink.flush().await.unwrap();
+    // `flush` returned: everything is committed and acknowledged.
+    assert_eq!(done.load(Ordering::SeqCst), 200);
+    assert_eq!(counts(&a), (200, 0, 0));
+    let stats = sink.stats();
+    assert_eq!(stats.batches_completed, 200);
+    assert_eq!(stats.rows_added, 200);
+    assert_eq!(stats.queued_rows, 0);
+    assert_eq!(stats.failures, 0);
+    // The first commit starts as soon as one batch is queued; the rest queue up behind it
+    // and share the next commits.
+    assert!((1..200).contains(&stats.commits), "{stats:?}");
+    // Receive times are each batch's own, not the commit's.
+    let own_time: i64 = a
+        .connection()
+        .unwrap()
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM glucose_readings \
+                 WHERE received_at_ms = 1000 + (at_ms - {T0}) // {MIN}"
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(own_time, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_writes_wait_and_loses_nothing() {
+    let a = analytics();
+    // Room for 10 rows: writers of 4-row batches wait for commits to free space.
+    let sink = AnalyticsSink::with_max_queued_rows(a.clone(), 10);
+    let done = Arc::new(AtomicU64::new(0));
+    for b in 0..50 {
+        let batch = WriteBatch {
+            readings: (0..4)
+                .map(|i| glucose(&format!("g{b}-{i}"), 1, T0 + (b * 4 + i) * MIN, 90.0))
+                .collect(),
+            received_at_ms: b,
+            ..WriteBatch::default()
+        };
+        write_counted(&sink, &batch, &done).await;
+        assert!(sink.stats().queued_rows <= 10, "{:?}", sink.stats());
+    }
+    sink.flush().await.unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 50);
+    assert_eq!(counts(&a), (200, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_retried_and_completes_once_duckdb_accepts_it() {
     let dir = tempfile::tempdir().unwrap();
     let a = Analytics::open(dir.path().join("a.duckdb")).unwrap();
-    // Break the table under the sink: the write fails with a message naming the sink.
+    // Move the table away from under the sink: commits fail until it is back.
     a.connection()
         .unwrap()
-        .execute_batch("DROP TABLE glucose_readings")
+        .execute_batch("ALTER TABLE glucose_readings RENAME TO glucose_readings_away")
         .unwrap();
     let sink = AnalyticsSink::new(a.clone());
     let done = Arc::new(AtomicU64::new(0));
-    let d = done.clone();
-    let err = sink
-        .write(
-            &mixed_batch(0..2, 1),
-            Durable::new(move || {
-                d.fetch_add(1, Ordering::SeqCst);
-            }),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.sink, "duckdb");
-    assert!(err.to_string().contains("glucose_readings"), "{err}");
-    assert_eq!(done.load(Ordering::SeqCst), 0);
-    // Nothing of the failed batch is left behind (one transaction): the device rows that
-    // would have been appended are not there either.
+    write_counted(&sink, &mixed_batch(0..2, 1), &done).await;
+    // Two failed attempts: the first and a retry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink.stats().failures < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", sink.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = sink.stats();
+    let error = stats.last_error.clone().unwrap();
+    assert!(error.contains("glucose_readings"), "{error}");
+    assert_eq!(
+        stats.queued_rows, 5,
+        "2 + 2 readings and 1 alert stay queued"
+    );
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        0,
+        "nothing acknowledged before its commit"
+    );
+    // Nothing of a failed commit is left behind (one transaction): the device rows staged
+    // beside the failing ones are not there.
     assert_eq!(a.count(Table::DeviceReadings).unwrap(), 0);
+    // Put the table back: the next retry commits the batch, whole, once.
+    a.connection()
+        .unwrap()
+        .execute_batch("ALTER TABLE glucose_readings_away RENAME TO glucose_readings")
+        .unwrap();
+    assert!(
+        completes(&done, 1, Duration::from_secs(30)).await,
+        "{:?}",
+        sink.stats()
+    );
+    sink.flush().await.unwrap();
+    assert_eq!(counts(&a), (2, 2, 1));
+    let stats = sink.stats();
+    assert_eq!(stats.last_error, None);
+    assert_eq!(stats.queued_rows, 0);
 }
 
 // ---------------------------------------------------------------- catch-up

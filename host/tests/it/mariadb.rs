@@ -596,6 +596,7 @@ listen = "127.0.0.1:{port}"
         })
         .collect();
     let sent = Instant::now();
+    let admin = base.clone();
     let answer = tokio::task::spawn_blocking(move || {
         ureq::post(&format!("{base}/api/ingest"))
             .header("Content-Type", "application/json")
@@ -613,6 +614,27 @@ listen = "127.0.0.1:{port}"
         sent.elapsed() >= Duration::from_millis(900),
         "the answer waits for the archive upload (max_age_secs = 1)"
     );
+    // Both storage sinks report themselves: everything durable, nothing failing.
+    let sinks: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&format!("{admin}/api/sinks"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap();
+    let sinks = sinks.as_array().unwrap();
+    let names: Vec<&str> = sinks.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["duckdb", "archive"]);
+    for s in sinks {
+        assert_eq!(s["pending_rows"], 0, "{s}");
+        assert_eq!(s["failures"], 0, "{s}");
+        assert!(s["last_error"].is_null(), "{s}");
+        assert!(s["batches_completed"].as_u64().unwrap() >= 1, "{s}");
+    }
     let status = Command::new("kill")
         .args(["-INT", &host.id().to_string()])
         .status()

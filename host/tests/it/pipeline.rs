@@ -321,14 +321,36 @@ async fn a_faulty_rule_is_quarantined_in_the_store_while_the_stream_goes_on() {
 #[derive(Default)]
 struct HeldSink {
     fail_first: std::sync::atomic::AtomicUsize,
-    held: std::sync::Mutex<Vec<glucoguard::sinks::Durable>>,
+    refused: AtomicU64,
+    /// Each held batch's `Durable` with its reading count.
+    held: std::sync::Mutex<Vec<(glucoguard::sinks::Durable, u64)>>,
+    completed: AtomicU64,
     readings: AtomicU64,
     flushes: AtomicU64,
+}
+
+impl HeldSink {
+    /// Completes every held batch.
+    fn release(&self) {
+        for (d, _) in std::mem::take(&mut *self.held.lock().unwrap()) {
+            d.complete();
+            self.completed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl glucoguard::sinks::StorageSink for HeldSink {
     fn name(&self) -> &'static str {
         "held"
+    }
+    fn status(&self) -> glucoguard::sinks::SinkStatus {
+        glucoguard::sinks::SinkStatus {
+            name: "held",
+            pending_rows: self.held.lock().unwrap().iter().map(|(_, n)| n).sum(),
+            batches_completed: self.completed.load(Ordering::SeqCst),
+            failures: self.refused.load(Ordering::SeqCst),
+            last_error: None,
+        }
     }
     fn write<'a>(
         &'a self,
@@ -338,14 +360,15 @@ impl glucoguard::sinks::StorageSink for HeldSink {
         Box::pin(async move {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                self.refused.fetch_add(1, Ordering::SeqCst);
                 return Err(glucoguard::sinks::SinkError {
                     sink: "held",
                     message: "not now".into(),
                 });
             }
-            self.readings
-                .fetch_add(batch.readings.len() as u64, Ordering::SeqCst);
-            self.held.lock().unwrap().push(durable);
+            let n = batch.readings.len() as u64;
+            self.readings.fetch_add(n, Ordering::SeqCst);
+            self.held.lock().unwrap().push((durable, n));
             Ok(())
         })
     }
@@ -353,9 +376,7 @@ impl glucoguard::sinks::StorageSink for HeldSink {
     fn flush(&self) -> glucoguard::sinks::BoxFuture<'_, Result<(), glucoguard::sinks::SinkError>> {
         Box::pin(async {
             self.flushes.fetch_add(1, Ordering::SeqCst);
-            for d in std::mem::take(&mut *self.held.lock().unwrap()) {
-                d.complete();
-            }
+            self.release();
             Ok(())
         })
     }
@@ -439,12 +460,18 @@ async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable()
         0,
         "not durable in the sink yet: nothing acknowledged"
     );
+    // The pipeline handle (`GET /api/sinks`) shows what the sink holds.
+    let status = app.handle.sinks();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].name, "held");
+    assert_eq!(status[0].pending_rows, 10);
+    assert_eq!(status[0].failures, 2);
     // Completing the sink's handles releases exactly the held items.
-    let held: Vec<_> = std::mem::take(&mut *sink.held.lock().unwrap());
-    for d in held {
-        d.complete();
-    }
+    sink.release();
     assert_eq!(acked.count(), 10);
+    let status = app.handle.sinks();
+    assert_eq!(status[0].pending_rows, 0);
+    assert!(status[0].batches_completed >= 1);
     stop(app).await;
 }
 
