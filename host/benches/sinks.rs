@@ -1,4 +1,4 @@
-//! Storage benchmark, two parts:
+//! Storage benchmark, four parts:
 //!
 //! 1. Sustained readings/s into each durable destination at batch sizes 1, 100 and 1000: the
 //!    SQLite store (the baseline of each batch size), the MariaDB store, the DuckDB analytics
@@ -9,8 +9,11 @@
 //! 2. The dashboard's analytics queries on 10 M glucose readings in DuckDB, against a full
 //!    scan (`count(*)`, `avg`) of the same table as the baseline.
 //! 3. The measurement behind the analytics sink's dedupe strategy, at 10 M rows.
+//! 4. The measurement behind staging small batches together (the archive's rolls, the
+//!    analytics sink's group commit), each against staging them one by one.
 //!
-//! `cargo bench -p glucoguard --bench sinks -- queries` (or `sinks`, `dedupe`) runs one part.
+//! `cargo bench -p glucoguard --bench sinks -- queries` (or `sinks`, `dedupe`, `staging`)
+//! runs one part.
 //!
 //! `cargo xtask bench` (or `cargo bench -p glucoguard --bench sinks`). Needs MariaDB on
 //! 127.0.0.1:3306 (or `GLUCOGUARD_TEST_MYSQL_URL`) and Azurite from `npm ci`.
@@ -533,6 +536,84 @@ fn dedupe_cost() {
     }
 }
 
+/// Why both sinks stage many small batches together. The archive's roll stages every
+/// buffered batch of a partition in an in-memory DuckDB: with one appender per batch, each
+/// appender's flush is a transaction of its own, so a roll costs what its batch count costs.
+/// The analytics sink pays a commit (staging, dedupe, WAL) per transaction, so it commits
+/// whatever queued up behind the last commit at once. Both baselines run here, in the same
+/// run as the way the sinks work.
+fn staging_cost() {
+    use glucoguard::analytics::Table;
+    use glucoguard::analytics::tables::{append_batch, append_batches};
+    const STAGED: usize = 5_000;
+    const COMMITS: usize = 200;
+    let pool: Vec<Reading> = readings(50, 2, true).take(STAGED).collect();
+    let one_each: Vec<WriteBatch> = batches(&pool, 1).collect();
+    let stage = |together: bool| -> (f64, i64) {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        for t in Table::ALL {
+            conn.execute_batch(&t.create_sql(&format!("{}_staged", t.name()), false, true))
+                .unwrap();
+        }
+        let started = Instant::now();
+        if together {
+            append_batches(&conn, &one_each, "temp", "_staged").unwrap();
+        } else {
+            for b in &one_each {
+                append_batch(&conn, b, "temp", "_staged").unwrap();
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let n: i64 = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM temp.main.glucose_readings_staged) \
+                      + (SELECT count(*) FROM temp.main.device_readings_staged)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (ms, n)
+    };
+    let (apart, n_apart) = stage(false);
+    let (together, n_together) = stage(true);
+    assert_eq!((n_apart, n_together), (STAGED as i64, STAGED as i64));
+    eprintln!(
+        "staging {STAGED} one-reading batches: {apart:.1} ms apart, {together:.1} ms together"
+    );
+
+    let commit = |together: bool| -> (f64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Analytics::open(dir.path().join("c.duckdb")).unwrap();
+        let started = Instant::now();
+        if together {
+            a.append_batches(&one_each[..COMMITS]).unwrap();
+        } else {
+            for b in &one_each[..COMMITS] {
+                a.append_batch(b).unwrap();
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let n = a.count(Table::GlucoseReadings).unwrap() + a.count(Table::DeviceReadings).unwrap();
+        (ms, n)
+    };
+    let (c_apart, n_apart) = commit(false);
+    let (c_together, n_together) = commit(true);
+    assert_eq!((n_apart, n_together), (COMMITS as u64, COMMITS as u64));
+    eprintln!(
+        "committing {COMMITS} one-reading batches: {c_apart:.1} ms apart, {c_together:.1} ms together"
+    );
+    println!("\n### Small batches apart and together (one reading each), ms\n");
+    println!("| work | apart (baseline) | together | × baseline |\n|---|---:|---:|---:|");
+    println!(
+        "| archive roll: stage {STAGED} batches in DuckDB (an appender per batch / one) | {apart:.1} | {together:.1} | {:.4} |",
+        together / apart
+    );
+    println!(
+        "| analytics: commit {COMMITS} batches (a transaction per batch / one) | {c_apart:.1} | {c_together:.1} | {:.4} |",
+        c_together / c_apart
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else selects a part.
     let args: Vec<String> = std::env::args()
@@ -552,5 +633,8 @@ fn main() {
     }
     if only.is_none() || only == Some("dedupe") {
         dedupe_cost();
+    }
+    if only.is_none() || only == Some("staging") {
+        staging_cost();
     }
 }
