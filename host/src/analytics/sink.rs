@@ -13,7 +13,7 @@
 
 use super::{Analytics, AnalyticsError};
 use crate::model::batch::WriteBatch;
-use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink};
+use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink, lock, wait_drained};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,10 +101,6 @@ struct Queued {
     rows: WriteBatch,
     durable: Durable,
     permit: OwnedSemaphorePermit,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn row_count(b: &WriteBatch) -> usize {
@@ -220,29 +216,22 @@ impl StorageSink for AnalyticsSink {
         Box::pin(async move {
             let inner = &self.inner;
             let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-            loop {
-                let progress = inner.progress.notified();
-                tokio::pin!(progress);
-                progress.as_mut().enable();
-                {
-                    let q = lock(&inner.queue);
-                    if q.waiting.is_empty() && q.in_flight == 0 {
-                        break;
-                    }
-                }
-                if tokio::time::timeout_at(deadline, progress).await.is_err() {
-                    let q = lock(&inner.queue);
-                    return Err(SinkError {
-                        sink: NAME,
-                        message: format!(
-                            "{} rows not committed within {} s (last error: {}); they will not \
-                             be acknowledged",
-                            q.rows,
-                            FLUSH_TIMEOUT.as_secs(),
-                            q.last_error.as_deref().unwrap_or("none")
-                        ),
-                    });
-                }
+            let drained = || {
+                let q = lock(&inner.queue);
+                q.waiting.is_empty() && q.in_flight == 0
+            };
+            if !wait_drained(&inner.progress, deadline, drained, || {}).await {
+                let q = lock(&inner.queue);
+                return Err(SinkError {
+                    sink: NAME,
+                    message: format!(
+                        "{} rows not committed within {} s (last error: {}); they will not be \
+                         acknowledged",
+                        q.rows,
+                        FLUSH_TIMEOUT.as_secs(),
+                        q.last_error.as_deref().unwrap_or("none")
+                    ),
+                });
             }
             let analytics = inner.analytics.clone();
             tokio::task::spawn_blocking(move || analytics.checkpoint())

@@ -5,7 +5,7 @@
 use super::layout::{self, Partition};
 use super::{ArchiveConfig, ArchiveError};
 use crate::model::batch::WriteBatch;
-use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink};
+use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink, lock, wait_drained};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -135,10 +135,6 @@ impl Pending {
         }
         true
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ArchiveSink {
@@ -280,31 +276,28 @@ impl StorageSink for ArchiveSink {
             let _flushing = Flushing::start(inner);
             let deadline =
                 tokio::time::Instant::now() + Duration::from_secs(inner.cfg.flush_timeout_secs);
-            loop {
-                let progress = inner.progress.notified();
-                tokio::pin!(progress);
-                progress.as_mut().enable();
-                {
-                    let st = lock(&inner.state);
-                    if st.parts.is_empty() && st.in_flight == 0 {
-                        return Ok(());
-                    }
-                }
-                inner.wake.notify_one();
-                if tokio::time::timeout_at(deadline, progress).await.is_err() {
-                    let st = lock(&inner.state);
-                    return Err(SinkError {
-                        sink: NAME,
-                        message: format!(
-                            "{} rows not uploaded within {} s (last error: {}); they will not be \
-                             acknowledged",
-                            st.buffered_rows,
-                            inner.cfg.flush_timeout_secs,
-                            st.last_error.as_deref().unwrap_or("none")
-                        ),
-                    });
-                }
+            let drained = || {
+                let st = lock(&inner.state);
+                st.parts.is_empty() && st.in_flight == 0
+            };
+            if wait_drained(&inner.progress, deadline, drained, || {
+                inner.wake.notify_one()
+            })
+            .await
+            {
+                return Ok(());
             }
+            let st = lock(&inner.state);
+            Err(SinkError {
+                sink: NAME,
+                message: format!(
+                    "{} rows not uploaded within {} s (last error: {}); they will not be \
+                     acknowledged",
+                    st.buffered_rows,
+                    inner.cfg.flush_timeout_secs,
+                    st.last_error.as_deref().unwrap_or("none")
+                ),
+            })
         })
     }
 }

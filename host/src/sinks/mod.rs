@@ -65,6 +65,36 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
 }
 
+/// Locks a sink's state; a poisoned lock only means a panic elsewhere, and every sink state
+/// here stays consistent between its statements, so the state is used as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The flush of a sink that completes batches from a background task: waits until
+/// `drained()` holds, checking again after every `progress` signal and calling `nudge` (to
+/// wake the task) before each wait. `false` if `deadline` passes first.
+pub(crate) async fn wait_drained(
+    progress: &tokio::sync::Notify,
+    deadline: tokio::time::Instant,
+    mut drained: impl FnMut() -> bool,
+    mut nudge: impl FnMut(),
+) -> bool {
+    loop {
+        let signalled = progress.notified();
+        tokio::pin!(signalled);
+        // Registered before the check, so a signal between the check and the wait counts.
+        signalled.as_mut().enable();
+        if drained() {
+            return true;
+        }
+        nudge();
+        if tokio::time::timeout_at(deadline, signalled).await.is_err() {
+            return false;
+        }
+    }
+}
+
 pub trait StorageSink: Send + Sync {
     fn name(&self) -> &'static str;
     /// A snapshot of the sink's counters.

@@ -3,9 +3,7 @@
 use crate::support::*;
 use glucoguard::analytics::{AgpBin, Analytics, AnalyticsSink, CatchUp, DailyAverage, Table};
 use glucoguard::app;
-use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::model::{Alert, Reading};
-use glucoguard::pipeline::PipelineConfig;
 use glucoguard::sinks::{Durable, StorageSink};
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, Store, WriteBatch};
@@ -718,26 +716,11 @@ async fn catch_up_adds_only_what_a_partly_filled_duckdb_lacks() {
 async fn a_simulated_stream_reaches_duckdb_whole_and_every_item_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let a = Analytics::open(dir.path().join("analytics.duckdb")).unwrap();
-    let config = Config {
-        store: StoreConfig::Sqlite {
-            path: dir.path().join("g.db"),
-        },
-        engine: test_engine_config(),
-        pipeline: PipelineConfig {
-            max_batch: 64,
-            max_wait_ms: 2,
-            ..PipelineConfig::default()
-        },
-        file_sources: vec![],
-        rules: vec![RuleConfig {
-            path: plugin_path("glucoguard_default_rule"),
-            enabled: true,
-            params: Default::default(),
-        }],
-        console: false,
-        listen: None,
-        ..Config::default()
-    };
+    let config = sqlite_host_config(
+        &dir.path().join("g.db"),
+        64,
+        vec![rule("glucoguard_default_rule", &[])],
+    );
     let app = app::start_with(&config, vec![Arc::new(AnalyticsSink::new(a.clone()))])
         .await
         .unwrap();

@@ -948,29 +948,14 @@ async fn two_writers_on_azurite_lose_no_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_item_is_acknowledged_only_after_its_archive_upload() {
     use glucoguard::app;
-    use glucoguard::config::{Config, RuleConfig, StoreConfig};
-    use glucoguard::pipeline::PipelineConfig;
 
     let fx = local();
     let sink = Arc::new(fx.sink());
-    let config = Config {
-        store: StoreConfig::Sqlite {
-            path: fx.dir.path().join("g.db"),
-        },
-        engine: test_engine_config(),
-        pipeline: PipelineConfig {
-            max_batch: 16,
-            max_wait_ms: 2,
-            ..PipelineConfig::default()
-        },
-        rules: vec![RuleConfig {
-            path: plugin_path("glucoguard_default_rule"),
-            enabled: true,
-            params: Default::default(),
-        }],
-        console: false,
-        ..Config::default()
-    };
+    let config = sqlite_host_config(
+        &fx.dir.path().join("g.db"),
+        16,
+        vec![rule("glucoguard_default_rule", &[])],
+    );
     let app = app::start_with(&config, vec![sink.clone()]).await.unwrap();
     let source = app.handle.embedded_source("test");
     let acked = AckCounter::default();

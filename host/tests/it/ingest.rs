@@ -4,30 +4,19 @@
 
 use crate::support::*;
 use glucoguard::app;
-use glucoguard::config::{Config, RuleConfig, StoreConfig};
+use glucoguard::config::Config;
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard_simulator::{HttpPublisher, Pacing, SimConfig, Simulator, stream};
 use std::time::Duration;
 
 fn config(db: &std::path::Path) -> Config {
     Config {
-        store: StoreConfig::Sqlite {
-            path: db.to_path_buf(),
-        },
-        engine: test_engine_config(),
-        pipeline: PipelineConfig {
-            max_wait_ms: 2,
-            ..PipelineConfig::default()
-        },
-        file_sources: vec![],
-        rules: vec![RuleConfig {
-            path: plugin_path("glucoguard_default_rule"),
-            enabled: true,
-            params: Default::default(),
-        }],
-        console: false,
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Config::default()
+        ..sqlite_host_config(
+            db,
+            PipelineConfig::default().max_batch,
+            vec![rule("glucoguard_default_rule", &[])],
+        )
     }
 }
 

@@ -2,8 +2,7 @@
 
 use crate::support::*;
 use glucoguard::app::{self, App};
-use glucoguard::config::{Config, RuleConfig, StoreConfig};
-use glucoguard::pipeline::PipelineConfig;
+use glucoguard::config::{Config, RuleConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,33 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
-    Config {
-        store: StoreConfig::Sqlite {
-            path: db.to_path_buf(),
-        },
-        engine: test_engine_config(),
-        pipeline: PipelineConfig {
-            max_batch: 32,
-            max_wait_ms: 2,
-            ..PipelineConfig::default()
-        },
-        file_sources: vec![],
-        rules,
-        console: false,
-        listen: None,
-        ..Config::default()
-    }
-}
-
-fn rule(name: &str, params: &[(&str, f64)]) -> RuleConfig {
-    RuleConfig {
-        path: plugin_path(name),
-        enabled: true,
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), glucoguard::model::ParamValue::Float(*v)))
-            .collect(),
-    }
+    sqlite_host_config(db, 32, rules)
 }
 
 /// Sends payloads and waits until every one is acknowledged (durable).

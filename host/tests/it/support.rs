@@ -3,7 +3,7 @@
 use glucoguard::engine::{ActiveRule, CompiledRule, Engine, EngineConfig};
 use glucoguard::model::ParamValue;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use glucoguard::app::built_plugin_dir as plugin_dir;
@@ -138,5 +138,42 @@ pub fn test_alert(reading: &str, at_ms: i64, value: f64) -> glucoguard::model::A
         severity: Severity::Warning,
         message: "m".into(),
         value: Some(value),
+    }
+}
+
+/// A rule component from the plugin dir, enabled, with float parameters.
+pub fn rule(name: &str, params: &[(&str, f64)]) -> glucoguard::config::RuleConfig {
+    glucoguard::config::RuleConfig {
+        path: plugin_path(name),
+        enabled: true,
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ParamValue::Float(*v)))
+            .collect(),
+    }
+}
+
+/// A host on the SQLite file `db` with `rules`, the test engine limits and quick batches (at
+/// most `max_batch` items, 2 ms wait); no console, no file source, no HTTP listener.
+pub fn sqlite_host_config(
+    db: &Path,
+    max_batch: usize,
+    rules: Vec<glucoguard::config::RuleConfig>,
+) -> glucoguard::config::Config {
+    glucoguard::config::Config {
+        store: glucoguard::config::StoreConfig::Sqlite {
+            path: db.to_path_buf(),
+        },
+        engine: test_engine_config(),
+        pipeline: glucoguard::pipeline::PipelineConfig {
+            max_batch,
+            max_wait_ms: 2,
+            ..glucoguard::pipeline::PipelineConfig::default()
+        },
+        file_sources: vec![],
+        rules,
+        console: false,
+        listen: None,
+        ..glucoguard::config::Config::default()
     }
 }
