@@ -64,9 +64,7 @@ fn main() {
     for max_batch in [64usize, 256, 1024] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            store: StoreConfig::Sqlite {
-                path: dir.path().join("bench.db"),
-            },
+            store: StoreConfig::sqlite(dir.path().join("bench.db")),
             engine: EngineConfig::default(),
             pipeline: PipelineConfig {
                 max_batch,

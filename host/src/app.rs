@@ -1,6 +1,6 @@
 //! Assembles a running host from a validated [`Config`]: store, engine, rules, pipeline,
-//! notifiers and sources. `glucoguard run`, `glucoguard demo` and the integration tests all
-//! start the system through here, so they exercise the same wiring.
+//! notifiers, sources and the HTTP listener. `glucoguard run`, `glucoguard demo` and the
+//! integration tests all start the system through here, so they exercise the same wiring.
 
 use crate::analytics::{Analytics, AnalyticsSink};
 use crate::archive::ArchiveSink;
@@ -53,12 +53,38 @@ pub struct App {
     pub file_sources: Vec<(JoinHandle<std::io::Result<()>>, Arc<FileProgress>)>,
     /// Where the HTTP listener is bound, when the config asked for one.
     pub http: Option<std::net::SocketAddr>,
+    /// The HTTP server, to stop gracefully once the pipeline drained.
+    pub http_server: Option<HttpServer>,
     /// The scheduled retention job, when `[retention]` is configured.
     pub retention: Option<JoinHandle<()>>,
     /// The DuckDB analytics sink, when `[analytics]` is configured: the dashboard's queries.
     pub analytics: Option<Arc<AnalyticsSink>>,
     /// The archive sink, when `[archive]` is configured.
     pub archive: Option<Arc<ArchiveSink>>,
+}
+
+/// The running HTTP listener (ingest and the admin API).
+#[derive(Debug)]
+pub struct HttpServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Stops accepting connections, answers the requests in flight and closes idle
+    /// connections; waits at most `limit` for that. `false` if requests were still open then
+    /// (the server is aborted).
+    pub async fn shutdown(self, limit: std::time::Duration) -> bool {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -84,7 +110,9 @@ pub fn built_plugin_dir() -> std::path::PathBuf {
 
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
-        StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        StoreConfig::Sqlite { path, options } => {
+            Arc::new(SqliteStore::open_with(path, *options).await?)
+        }
         StoreConfig::Mysql { url, options } => Arc::new(MySqlStore::open(url, options).await?),
     })
 }
@@ -126,13 +154,24 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
                 source,
             })?;
         if r.enabled {
-            manager
+            match manager
                 .enable(&info.name, Some(&info.version), Some(r.params.clone()))
                 .await
-                .map_err(|source| StartError::Rule {
-                    path: path.clone(),
-                    source,
-                })?;
+            {
+                Ok(_) => {}
+                // A quarantined version must not keep the other rules from running: start
+                // without it and say so loudly (also in `/api/stats`).
+                Err(RuleError::Quarantined { rule, reason }) => {
+                    tracing::warn!(rule = %rule, reason = %reason, path = %path, "rule from the config is quarantined and will not run until released (`glucoguard rules release {rule}`)");
+                    continue;
+                }
+                Err(source) => {
+                    return Err(StartError::Rule {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
         } else {
             manager.disable(&info.name).await.ok();
         }
@@ -176,7 +215,7 @@ pub async fn start_with(
     let live = LiveFeed::new(1024);
     let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(live.clone())];
     if config.console {
-        notifiers.push(Arc::new(ConsoleNotifier));
+        notifiers.push(Arc::new(ConsoleNotifier::new(config.console_details)));
     }
     let (pipeline, handle) = Pipeline::new(
         config.pipeline.clone(),
@@ -198,8 +237,8 @@ pub async fn start_with(
             )
         })
         .collect();
-    let http = match config.listen {
-        None => None,
+    let (http, http_server) = match config.listen {
+        None => (None, None),
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -213,13 +252,24 @@ pub async fn start_with(
                     pipeline: handle.clone(),
                 }),
             );
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "http server stopped");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                // Only an explicit stop ends the server: dropping the `App` leaves it running.
+                let signal = async move {
+                    if stopped.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                match axum::serve(listener, router)
+                    .with_graceful_shutdown(signal)
+                    .await
+                {
+                    Ok(()) => tracing::info!("http server stopped"),
+                    Err(e) => tracing::error!(error = %e, "http server failed"),
                 }
             });
-            tracing::info!(%bound, "http listening: POST /api/ingest, GET /api/stats, GET /api/sinks, POST /api/dimensions");
-            Some(bound)
+            tracing::info!(%bound, "http listening: POST /api/ingest, GET /health, GET /ready, GET /api/stats, GET /api/sinks, POST /api/dimensions");
+            (Some(bound), Some(HttpServer { stop, task }))
         }
     };
     Ok(App {
@@ -229,6 +279,7 @@ pub async fn start_with(
         pipeline,
         file_sources,
         http,
+        http_server,
         retention,
         analytics,
         archive,

@@ -178,7 +178,7 @@ fn dedup_same_time(readings: &mut Vec<Reading>) {
 
 fn write_alert(w: &mut impl Write, a: &Alert) -> std::io::Result<()> {
     let line = AlertLine {
-        reading_id: &a.reading_id,
+        reading_id: crate::model::parse::given_reading_id(&a.reading_id),
         timestamp: format_ms(a.at_ms),
         patient_id: a.patient_id,
         device_id: a.device_id,

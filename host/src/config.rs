@@ -6,6 +6,7 @@ use crate::engine::EngineConfig;
 use crate::model::ParamValue;
 use crate::pipeline::PipelineConfig;
 use crate::store::mysql::{MySqlOptions, MySqlUrl};
+use crate::store::sqlite::SqliteOptions;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,10 @@ pub struct RawHttp {
 pub enum RawStore {
     Sqlite {
         path: PathBuf,
+        /// `false` relaxes `synchronous` to NORMAL: acknowledged batches may be lost on power
+        /// loss or OS crash, never on a process crash.
+        #[serde(default = "yes")]
+        durable_on_power_loss: bool,
     },
     /// MySQL / MariaDB. The URL is read from the environment variable `url_env` names.
     #[serde(alias = "mariadb")]
@@ -99,6 +104,7 @@ impl Default for RawStore {
     fn default() -> Self {
         RawStore::Sqlite {
             path: PathBuf::from("glucoguard.db"),
+            durable_on_power_loss: true,
         }
     }
 }
@@ -120,16 +126,24 @@ pub struct RawRule {
     pub params: BTreeMap<String, ParamValue>,
 }
 
+/// `[notify]`: alert lines on stdout. By default a line names no patient and carries no
+/// value or rule message (see [`crate::sinks::ConsoleNotifier`]); `console_details = true`
+/// prints them, for a developer's terminal on test data.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
     #[serde(default = "yes")]
     pub console: bool,
+    #[serde(default)]
+    pub console_details: bool,
 }
 
 impl Default for RawNotify {
     fn default() -> Self {
-        RawNotify { console: true }
+        RawNotify {
+            console: true,
+            console_details: false,
+        }
     }
 }
 
@@ -146,6 +160,8 @@ pub struct Config {
     pub file_sources: Vec<PathBuf>,
     pub rules: Vec<RuleConfig>,
     pub console: bool,
+    /// The console prints patient ids, values and rule messages (`[notify] console_details`).
+    pub console_details: bool,
     pub listen: Option<std::net::SocketAddr>,
     pub analytics: Option<AnalyticsConfig>,
     pub archive: Option<crate::archive::ArchiveConfig>,
@@ -177,12 +193,23 @@ pub struct RetentionConfig {
 pub enum StoreConfig {
     Sqlite {
         path: PathBuf,
+        options: SqliteOptions,
     },
     /// The URL prints without its password.
     Mysql {
         url: MySqlUrl,
         options: MySqlOptions,
     },
+}
+
+impl StoreConfig {
+    /// The SQLite file at `path` with the safe defaults.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        StoreConfig::Sqlite {
+            path: path.into(),
+            options: SqliteOptions::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +253,13 @@ impl Config {
                 "engine.call_timeout_ms and engine.epoch_tick_ms must be positive".to_owned(),
             );
         }
+        if !e.epoch_deadline {
+            problems.push(
+                "engine.epoch_deadline = false is refused: without the deadline a rule that loops \
+                 hangs the host (it exists for benchmarks, through EngineConfig in code)"
+                    .to_owned(),
+            );
+        }
         if e.quarantine_after_faults == 0 {
             problems.push("engine.quarantine_after_faults must be at least 1".to_owned());
         }
@@ -236,8 +270,14 @@ impl Config {
             problems.push("pipeline.queue_capacity must be positive".to_owned());
         }
         let store = match raw.store {
-            RawStore::Sqlite { path } => Some(StoreConfig::Sqlite {
+            RawStore::Sqlite {
+                path,
+                durable_on_power_loss,
+            } => Some(StoreConfig::Sqlite {
                 path: resolve(&path),
+                options: SqliteOptions {
+                    durable_on_power_loss,
+                },
             }),
             RawStore::Mysql(options) => match mysql_store(options, |k| std::env::var(k).ok()) {
                 Ok(store) => Some(store),
@@ -300,6 +340,7 @@ impl Config {
                 })
                 .collect(),
             console: raw.notify.console,
+            console_details: raw.notify.console_details,
             listen: raw.http.listen,
             analytics: raw.analytics.map(|a| AnalyticsConfig {
                 path: resolve(&a.path),
@@ -362,7 +403,7 @@ mod tests {
         .unwrap();
         let c = Config::validate(raw, Path::new("/etc/gg")).unwrap();
         assert!(
-            matches!(&c.store, StoreConfig::Sqlite { path } if path == Path::new("/etc/gg/data/gg.db"))
+            matches!(&c.store, StoreConfig::Sqlite { path, options } if path == Path::new("/etc/gg/data/gg.db") && options.durable_on_power_loss)
         );
         assert_eq!(c.engine.call_timeout_ms, 100);
         assert_eq!(c.pipeline.max_batch, 64);
@@ -466,6 +507,88 @@ mod tests {
             e.contains("at least 1") && e.contains("needs an [archive]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn refuses_turning_the_epoch_deadline_off_in_a_file() {
+        let raw: RawConfig = toml::from_str("[engine]\nepoch_deadline = false").unwrap();
+        let e = Config::validate(raw, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("engine.epoch_deadline = false is refused") && e.contains("benchmarks"),
+            "{e}"
+        );
+        let raw: RawConfig = toml::from_str("[engine]\nepoch_deadline = true").unwrap();
+        assert!(
+            Config::validate(raw, Path::new("."))
+                .unwrap()
+                .engine
+                .epoch_deadline
+        );
+    }
+
+    #[test]
+    fn console_details_are_off_unless_asked_for() {
+        let c = Config::validate(RawConfig::default(), Path::new(".")).unwrap();
+        assert!(c.console && !c.console_details);
+        let raw: RawConfig = toml::from_str("[notify]\nconsole_details = true").unwrap();
+        let c = Config::validate(raw, Path::new(".")).unwrap();
+        assert!(c.console && c.console_details);
+    }
+
+    /// `PRAGMA synchronous` of a store opened from `toml`: 2 is FULL, 1 is NORMAL.
+    async fn synchronous_of(toml: &str) -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let raw: RawConfig = toml::from_str(toml).unwrap();
+        let c = Config::validate(raw, dir.path()).unwrap();
+        let StoreConfig::Sqlite { path, options } = c.store else {
+            panic!("sqlite store expected")
+        };
+        let store = crate::store::sqlite::SqliteStore::open_with(&path, options)
+            .await
+            .unwrap();
+        // Every pooled connection is opened with the same pragmas; ask a few of them.
+        let mut values = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.pool().acquire().await.unwrap();
+            values.push(
+                sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(values.windows(2).all(|w| w[0] == w[1]), "{values:?}");
+        values[0]
+    }
+
+    #[tokio::test]
+    async fn sqlite_syncs_every_commit_unless_durability_on_power_loss_is_given_up() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        assert_eq!(synchronous_of("").await, FULL);
+        assert_eq!(
+            synchronous_of("[store]\nkind = \"sqlite\"\npath = \"g.db\"").await,
+            FULL
+        );
+        assert_eq!(
+            synchronous_of(
+                "[store]\nkind = \"sqlite\"\npath = \"g.db\"\ndurable_on_power_loss = false"
+            )
+            .await,
+            NORMAL
+        );
+        // `open` keeps the safe default.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("o.db"))
+            .await
+            .unwrap();
+        let v: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(v, FULL);
     }
 
     #[test]

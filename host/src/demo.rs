@@ -101,9 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     sim_config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = Config {
-        store: StoreConfig::Sqlite {
-            path: args.db.clone(),
-        },
+        store: StoreConfig::sqlite(args.db.clone()),
         engine: EngineConfig::default(),
         pipeline: PipelineConfig::default(),
         file_sources: vec![],

@@ -1,4 +1,5 @@
-//! The `glucoguard` command: run the service, run the demo, backtest a rule, inspect a rule.
+//! The `glucoguard` command: run the service, run the demo, backtest a rule, inspect or
+//! release a rule, restore the archive, apply retention.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service from a config file until Ctrl-C, then drain and stop.
+    /// Run the service from a config file until Ctrl-C or SIGTERM, then drain and stop.
+    /// Exits non-zero if the pipeline stops on its own.
     Run {
         #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
         config: PathBuf,
@@ -108,6 +110,15 @@ enum RetentionCommand {
 enum RulesCommand {
     /// Print what a rule declares, or why it is rejected.
     Inspect { wasm: PathBuf },
+    /// Clear the quarantine of a stored rule version, so it can run again (a running host
+    /// picks it up at its next rule reload; the rule must be enabled at that version).
+    Release {
+        /// The version to release, `NAME@VERSION`.
+        #[arg(value_name = "NAME@VERSION")]
+        rule: String,
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -116,7 +127,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Run { config, listen } => rt.block_on(run(config, listen)),
         Command::Demo(args) => rt.block_on(demo::run(args)),
         Command::Backfill(args) => rt.block_on(demo::run(args.backfill())),
@@ -130,6 +141,9 @@ fn main() -> Result<()> {
         Command::Rules {
             command: RulesCommand::Inspect { wasm },
         } => inspect(wasm),
+        Command::Rules {
+            command: RulesCommand::Release { rule, config },
+        } => rt.block_on(release_rule(rule, config)),
         Command::Retention {
             command:
                 RetentionCommand::Apply {
@@ -146,7 +160,10 @@ fn main() -> Result<()> {
                     duckdb,
                 },
         } => rt.block_on(restore_archive(config, from, to, duckdb)),
-    }
+    };
+    // Bounded: a task stuck in blocking code must not keep an exiting process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 async fn restore_archive(
@@ -214,27 +231,166 @@ async fn apply_retention(config: PathBuf, older_than_days: Option<u32>) -> Resul
     Ok(())
 }
 
+/// How long the HTTP server has, once the pipeline drained, to answer the requests in flight.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the host until Ctrl-C or SIGTERM, then stops taking input, waits until the pipeline
+/// drained (every item it took is durable and acknowledged, so waiting ingest requests get
+/// their answer) and stops the HTTP server. If the pipeline stops on its own (a panic), the
+/// host exits with an error instead of leaving the HTTP listener answering.
 async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()> {
     let mut config = Config::load(&config)?;
     if listen.is_some() {
         config.listen = listen;
     }
-    let app = app::start(&config).await?;
+    let mut app = app::start(&config).await?;
+    let mut signals = StopSignals::install()?;
     tracing::info!(
         store = app.store.kind(),
-        "glucoguard running; Ctrl-C to stop"
+        "glucoguard running; Ctrl-C or SIGTERM drains and stops"
     );
-    tokio::signal::ctrl_c().await?;
+    tokio::select! {
+        signal = signals.next() => tracing::info!(signal, "stopping: draining the pipeline"),
+        ended = &mut app.pipeline => return Err(pipeline_stopped(ended, "running")),
+    }
     app.handle.shutdown().await;
-    app.pipeline.await?;
+    tokio::select! {
+        ended = &mut app.pipeline => {
+            if ended.is_err() {
+                return Err(pipeline_stopped(ended, "draining"));
+            }
+        }
+        signal = signals.next() => {
+            tracing::warn!(
+                signal,
+                "second stop signal: exiting without draining; unacknowledged items will be redelivered by their sources"
+            );
+            bail!("stopped by a second {signal} before the pipeline drained");
+        }
+    }
+    if let Some(http) = app.http_server.take()
+        && !http.shutdown(HTTP_DRAIN).await
+    {
+        tracing::warn!(
+            limit_secs = HTTP_DRAIN.as_secs(),
+            "http requests still open after the pipeline drained; closed them"
+        );
+    }
+    tracing::info!("glucoguard stopped");
+    Ok(())
+}
+
+/// The error (logged, and the process's exit status) when the pipeline task ended by itself.
+fn pipeline_stopped(
+    ended: Result<(), tokio::task::JoinError>,
+    while_: &'static str,
+) -> anyhow::Error {
+    let reason = match ended {
+        Ok(()) => "it returned without being asked to stop".to_owned(),
+        Err(e) if e.is_panic() => "it panicked (the panic message is above)".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(
+        while_ = while_,
+        reason = %reason,
+        "the pipeline stopped; exiting so that a supervisor restarts the host"
+    );
+    anyhow::anyhow!("the pipeline stopped while {while_}: {reason}")
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM: either one asks the host to drain and stop.
+#[cfg(unix)]
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Waits for the next stop signal and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => "SIGINT",
+            Some(()) = self.terminate.recv() => "SIGTERM",
+            else => std::future::pending::<&'static str>().await,
+        }
+    }
+}
+
+/// Ctrl-C only, where there are no Unix signals.
+#[cfg(not(unix))]
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn install() -> Result<Self> {
+        Ok(StopSignals)
+    }
+
+    async fn next(&mut self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending::<&'static str>().await,
+        }
+    }
+}
+
+/// `glucoguard rules release NAME@VERSION`: clears the version's quarantine in the store.
+async fn release_rule(rule: String, config: PathBuf) -> Result<()> {
+    let Some((name, version)) = rule
+        .split_once('@')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+    else {
+        bail!("{rule:?} is not NAME@VERSION, e.g. default-glucose@1.0.0");
+    };
+    let rule = glucoguard::model::RuleRef {
+        name: name.to_owned(),
+        version: version.to_owned(),
+    };
+    let config = Config::load(&config)?;
+    let store = app::open_store(&config.store).await?;
+    let versions = store.rule_versions().await?;
+    let Some(stored) = versions
+        .iter()
+        .find(|v| v.info.name == rule.name && v.info.version == rule.version)
+    else {
+        let known: Vec<&str> = versions
+            .iter()
+            .filter(|v| v.info.name == rule.name)
+            .map(|v| v.info.version.as_str())
+            .collect();
+        if known.is_empty() {
+            bail!("{rule} is not in the store: no version of {name} was uploaded");
+        }
+        bail!(
+            "{rule} is not in the store; stored versions of {name}: {}",
+            known.join(", ")
+        );
+    };
+    let Some(reason) = &stored.quarantine_reason else {
+        bail!("{rule} is not quarantined; nothing to release");
+    };
+    store.release_quarantine(&rule).await?;
+    tracing::warn!(rule = %rule, "rule quarantine released");
+    println!(
+        "released {rule} from quarantine (it was quarantined for: {reason}); it runs again where it \
+         is the enabled version, from a host's next start or rule reload"
+    );
     Ok(())
 }
 
 async fn seed_dimensions(patients: usize, seed: u64, db: PathBuf) -> Result<()> {
     let dims = demo::simulated_dimensions(seed, patients)?;
     dims.validate().map_err(anyhow::Error::msg)?;
-    let store =
-        app::open_store(&glucoguard::config::StoreConfig::Sqlite { path: db.clone() }).await?;
+    let store = app::open_store(&glucoguard::config::StoreConfig::sqlite(db.clone())).await?;
     store.put_dimensions(&dims).await?;
     let c = store.counts().await?;
     println!(

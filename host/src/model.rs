@@ -140,6 +140,27 @@ impl Reading {
             Body::Device(d) => d.device_id,
         }
     }
+
+    /// Whether `other` (with the same id) carries the same reading: same time, subject and
+    /// measured values. A producer that sends one id with other content has a conflict.
+    pub fn same_content(&self, other: &Reading) -> bool {
+        self.at_ms == other.at_ms
+            && match (&self.body, &other.body) {
+                (Body::Glucose(a), Body::Glucose(b)) => {
+                    a.patient_id == b.patient_id
+                        && a.device_id == b.device_id
+                        && a.mg_dl.to_bits() == b.mg_dl.to_bits()
+                }
+                (Body::Device(a), Body::Device(b)) => {
+                    a.device_id == b.device_id
+                        && a.battery_pct.map(f64::to_bits) == b.battery_pct.map(f64::to_bits)
+                        && a.connectivity == b.connectivity
+                        && a.firmware_version == b.firmware_version
+                        && a.error_codes.join(",") == b.error_codes.join(",")
+                }
+                _ => false,
+            }
+    }
 }
 
 /// Whose history a reading belongs to.

@@ -147,6 +147,30 @@ impl History {
         inserted
     }
 
+    /// Number of subjects held.
+    pub fn subjects(&self) -> usize {
+        self.subjects.len()
+    }
+
+    /// Forgets every subject whose newest reading is at or before `horizon_ms`. With
+    /// `horizon_ms` = (newest event time seen) − retention this changes no window of a
+    /// reading that is not later than the lateness allows: such a reading's window starts
+    /// after the horizon. Bounds memory to the subjects active within the retention.
+    pub fn evict_idle(&mut self, horizon_ms: EpochMs) -> usize {
+        let before = self.subjects.len();
+        let mut dropped = 0;
+        self.subjects.retain(|_, points| {
+            let keep = points.back().is_some_and(|q| q.at_ms > horizon_ms);
+            if !keep {
+                dropped += points.len();
+            }
+            keep
+        });
+        self.len -= dropped;
+        self.subjects.shrink_to(self.subjects.len() * 2);
+        before - self.subjects.len()
+    }
+
     /// `previous` and the aggregates of every window in `durations_ms` for a reading at
     /// `at_ms`, appended to `out` in order: one map lookup and one binary search, then a walk
     /// back over the (short) windows. Same results as [`History::window`] and
@@ -355,6 +379,27 @@ mod tests {
         };
         assert_eq!(h.lookup(other, 0, &durations, &mut out), None);
         assert_eq!(out, vec![WindowStats::default(); 3]);
+    }
+
+    #[test]
+    fn idle_subjects_are_evicted_and_active_ones_kept_whole() {
+        let q = SubjectKey {
+            kind: ReadingKind::Glucose,
+            id: 2,
+        };
+        let mut h = History::new(Some(70 * MIN));
+        for i in 0..10 {
+            h.insert(P, i * 5 * MIN, &format!("p{i}"), 100.0);
+        }
+        for i in 0..30 {
+            h.insert(q, i * 5 * MIN, &format!("q{i}"), 100.0);
+        }
+        // Newest overall: 145 min; retention 70 min: P (newest 45 min) is idle.
+        assert_eq!(h.evict_idle(145 * MIN - 70 * MIN), 1);
+        assert_eq!(h.subjects(), 1);
+        assert_eq!(h.window(P, 45 * MIN, 10 * MIN).count, 0);
+        assert_eq!(h.window(q, 145 * MIN, 10 * MIN).count, 2);
+        assert_eq!(h.len(), 14, "q keeps its 70 minutes");
     }
 
     #[test]

@@ -40,8 +40,17 @@ pub struct EngineConfig {
     pub max_alerts_per_reading: usize,
     /// Bytes of alert text (codes + messages) a call may return.
     pub max_output_bytes: usize,
-    /// Consecutive faulty calls after which a rule version is quarantined.
+    /// Faulted readings a rule must have in its recent window before it can be quarantined
+    /// (a reading the rule faults on alone is a dead letter and counts once).
     pub quarantine_after_faults: u32,
+    /// The recent window of evaluated readings the quarantine decision looks at.
+    pub quarantine_window_readings: u32,
+    /// Share of the window's readings that must have faulted for a quarantine: a rule that
+    /// fails on most readings is faulty; one that fails on a few has poison inputs.
+    pub quarantine_fault_ratio: f64,
+    /// Faulty calls one batch may cost a rule while its poison readings are isolated; the
+    /// readings still unresolved then are dead letters ("not evaluated") and count as faulted.
+    pub max_faulty_calls_per_batch: u32,
     /// Log lines a rule may emit per call; the rest are dropped.
     pub max_log_lines_per_call: u32,
     /// Pooled instance slots (0 = allocate on demand instead of pooling).
@@ -58,6 +67,9 @@ impl Default for EngineConfig {
             max_alerts_per_reading: 8,
             max_output_bytes: 1 << 20,
             quarantine_after_faults: 3,
+            quarantine_window_readings: 100,
+            quarantine_fault_ratio: 0.5,
+            max_faulty_calls_per_batch: 32,
             max_log_lines_per_call: 16,
             pooled_instances: 64,
         }
@@ -260,12 +272,21 @@ struct Fault {
     detail: String,
 }
 
+/// Longest fault detail kept (it is stored with every fault and poison reading).
+const MAX_FAULT_DETAIL_BYTES: usize = 2048;
+
 impl Fault {
     fn new(kind: FaultKind, detail: impl Into<String>) -> Self {
-        Fault {
-            kind,
-            detail: detail.into(),
+        let mut detail = detail.into();
+        if detail.len() > MAX_FAULT_DETAIL_BYTES {
+            let mut cut = MAX_FAULT_DETAIL_BYTES;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
         }
+        Fault { kind, detail }
     }
 }
 
@@ -292,9 +313,37 @@ pub struct ActiveRule {
     params: Vec<ParamValue>,
     wit_params: Vec<wit::ParamValue>,
     live: Option<Live>,
-    consecutive_faults: u32,
+    recent: RecentOutcomes,
     quarantined: Option<String>,
     metrics: RuleMetrics,
+}
+
+/// The outcome of a rule's most recent evaluated readings, by batch, for the quarantine
+/// decision: at most about `window` readings (the oldest batches fall out).
+#[derive(Debug, Default)]
+struct RecentOutcomes {
+    batches: std::collections::VecDeque<(u32, u32)>,
+    readings: u64,
+    faulted: u64,
+}
+
+impl RecentOutcomes {
+    fn record(&mut self, evaluated: u32, faulted: u32, window: u32) {
+        self.batches.push_back((evaluated, faulted));
+        self.readings += u64::from(evaluated);
+        self.faulted += u64::from(faulted);
+        while self.batches.len() > 1
+            && self.readings - u64::from(self.batches[0].0) >= u64::from(window)
+        {
+            let (e, f) = self.batches.pop_front().expect("non-empty");
+            self.readings -= u64::from(e);
+            self.faulted -= u64::from(f);
+        }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (self.readings, self.faulted)
+    }
 }
 
 impl std::fmt::Debug for ActiveRule {
@@ -314,16 +363,21 @@ impl ActiveRule {
         overrides: &BTreeMap<String, ParamValue>,
     ) -> Result<Self, String> {
         let params = params::resolve(&compiled.info, overrides)?;
+        Ok(Self::with_params(compiled, params))
+    }
+
+    /// Enables a compiled rule with parameters already resolved by [`params::resolve`].
+    pub fn with_params(compiled: Arc<CompiledRule>, params: Vec<ParamValue>) -> Self {
         let wit_params = params.iter().copied().map(bindings::param_to_wit).collect();
-        Ok(ActiveRule {
+        ActiveRule {
             compiled,
             params,
             wit_params,
             live: None,
-            consecutive_faults: 0,
+            recent: RecentOutcomes::default(),
             quarantined: None,
             metrics: RuleMetrics::default(),
-        })
+        }
     }
 
     pub fn info(&self) -> &RuleInfo {
@@ -346,6 +400,7 @@ impl ActiveRule {
         &mut self,
         batch: &[wit::Reading],
         windows: &[wit::WindowStats],
+        deadline_ticks: u64,
     ) -> Result<Vec<wit::Alert>, Fault> {
         let engine = self.compiled.engine.clone();
         if self.live.is_none() {
@@ -356,7 +411,7 @@ impl ActiveRule {
         }
         let live = self.live.as_mut().expect("instance just ensured");
         live.store.data_mut().begin_call();
-        live.store.set_epoch_deadline(engine.inner.deadline_ticks);
+        live.store.set_epoch_deadline(deadline_ticks);
         self.metrics.calls += 1;
         let result = live.plugin.glucoguard_rules_rule().call_evaluate(
             &mut live.store,
@@ -394,8 +449,8 @@ impl ActiveRule {
                 self.live = None;
                 let detail = match kind {
                     FaultKind::Timeout => format!(
-                        "exceeded the {} ms call deadline",
-                        engine.inner.config.call_timeout_ms
+                        "exceeded the call deadline of about {} ms",
+                        deadline_ticks.saturating_sub(1) * engine.inner.config.epoch_tick_ms.max(1)
                     ),
                     FaultKind::MemoryLimit => {
                         format!(
@@ -446,6 +501,15 @@ impl ActiveRule {
                     ),
                 ));
             }
+            if a.value.is_some_and(|v| !v.is_finite()) {
+                return Err(Fault::new(
+                    FaultKind::InvalidOutput,
+                    format!(
+                        "alert `{}` has a value that is not a finite number",
+                        a.code.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
             if a.code.is_empty() || a.code.len() > 64 || a.message.is_empty() {
                 return Err(Fault::new(
                     FaultKind::InvalidOutput,
@@ -456,37 +520,73 @@ impl ActiveRule {
         Ok(alerts)
     }
 
-    fn record_fault(&mut self, fault: &Fault, out: &mut Evaluation) {
+    /// Records a fault on one reading (or on readings the budget left unevaluated): counted
+    /// once per reading by kind, kept as a [`RuleFault`] and the reading as a dead letter that
+    /// names the rule and the fault.
+    fn record_poison(&mut self, fault: &Fault, reading: &Reading, out: &mut Evaluation) {
         *self
             .metrics
             .errors
             .entry(fault.kind.as_str().to_owned())
             .or_default() += 1;
-        self.consecutive_faults += 1;
         let rule = self.compiled.rule_ref();
-        tracing::warn!(rule = %rule, kind = fault.kind.as_str(), consecutive = self.consecutive_faults, "rule fault");
         out.faults.push(RuleFault {
             rule: rule.clone(),
             kind: fault.kind,
             detail: fault.detail.clone(),
             at_ms: now_ms(),
         });
-        let limit = self.compiled.engine.inner.config.quarantine_after_faults;
-        if self.quarantined.is_none() && self.consecutive_faults >= limit {
-            let reason = format!(
-                "{} consecutive faults; last: {}: {}",
-                self.consecutive_faults,
+        out.poison.push(DeadLetter {
+            origin: format!("rule:{rule}"),
+            reason: format!(
+                "rule {rule} faulted on this reading ({}): {}",
                 fault.kind.as_str(),
                 fault.detail
-            );
-            tracing::warn!(rule = %rule, "rule quarantined");
-            self.quarantined = Some(reason.clone());
-            self.live = None;
-            out.quarantined.push((rule, reason));
+            ),
+            payload: serde_json::to_string(reading).unwrap_or_default(),
+            received_at_ms: now_ms(),
+        });
+    }
+
+    /// Feeds one batch's outcome into the rule's recent window and quarantines the version
+    /// when most of the window faulted. One poison reading (or a few) never does: the window
+    /// must hold `quarantine_after_faults` faulted readings and at least
+    /// `quarantine_fault_ratio` of its readings must have faulted.
+    fn judge(&mut self, evaluated: u32, faulted: u32, last: Option<&Fault>, out: &mut Evaluation) {
+        let cfg = &self.compiled.engine.inner.config;
+        self.recent
+            .record(evaluated, faulted, cfg.quarantine_window_readings);
+        let (seen, bad) = self.recent.totals();
+        if faulted > 0 {
+            tracing::warn!(rule = %self.compiled.rule_ref(), faulted, window_faulted = bad, window_readings = seen, "rule faulted on readings");
         }
+        let Some(last) = last else { return };
+        if self.quarantined.is_some()
+            || bad < u64::from(cfg.quarantine_after_faults)
+            || (bad as f64) < cfg.quarantine_fault_ratio * seen as f64
+        {
+            return;
+        }
+        let rule = self.compiled.rule_ref();
+        let reason = format!(
+            "faulted on {bad} of its last {seen} readings; last: {}: {}",
+            last.kind.as_str(),
+            last.detail
+        );
+        tracing::warn!(rule = %rule, faulted = bad, readings = seen, "rule quarantined");
+        self.quarantined = Some(reason.clone());
+        self.live = None;
+        out.quarantined.push((rule, reason));
     }
 
     /// Evaluates the readings at `indices` of `batch`; never fails, records faults instead.
+    ///
+    /// A faulty call is retried once on a fresh instance (the fault may have been the
+    /// instance's); if it fails again the batch is bisected, so the readings that fault on
+    /// their own are found in a few calls, become dead letters and count once each, and
+    /// every other reading is still evaluated. The work is bounded: sub-calls get a deadline
+    /// in proportion to their share of the batch, and after `max_faulty_calls_per_batch`
+    /// faulty calls the readings still unresolved are dead letters too.
     fn evaluate(
         &mut self,
         batch: &[Reading],
@@ -498,76 +598,95 @@ impl ActiveRule {
             return;
         }
         let started = Instant::now();
+        let n = indices.len();
         self.metrics.batches += 1;
-        self.metrics.readings += indices.len() as u64;
-        match self.call(&inputs.readings, &inputs.windows) {
-            Ok(alerts) => {
-                self.consecutive_faults = 0;
-                self.push_alerts(batch, indices, alerts, out);
-            }
-            Err(fault) => {
-                self.record_fault(&fault, out);
-                // Retry once on a fresh instance: the fault may have been the instance's.
-                if self.quarantined.is_none() {
-                    match self.call(&inputs.readings, &inputs.windows) {
-                        Ok(alerts) => {
-                            self.consecutive_faults = 0;
-                            self.push_alerts(batch, indices, alerts, out);
-                        }
-                        Err(fault) => {
-                            self.record_fault(&fault, out);
-                            self.isolate(batch, indices, inputs, fault, out);
-                        }
-                    }
+        self.metrics.readings += n as u64;
+        let full = self.compiled.engine.inner.deadline_ticks;
+        let mut faulty_calls = 0u32;
+        let mut last = None;
+        for _attempt in 0..2 {
+            match self.call(&inputs.readings, &inputs.windows, full) {
+                Ok(alerts) => {
+                    self.push_alerts(batch, indices, alerts, out);
+                    self.judge(n as u32, 0, None, out);
+                    self.metrics.eval_nanos += started.elapsed().as_nanos() as u64;
+                    return;
+                }
+                Err(fault) => {
+                    faulty_calls += 1;
+                    last = Some(fault);
                 }
             }
         }
+        let mut last = last.expect("two faulty calls");
+        let budget = self
+            .compiled
+            .engine
+            .inner
+            .config
+            .max_faulty_calls_per_batch
+            .max(2);
+        let w = inputs.windows_per_reading;
+        let mut faulted = 0u32;
+        // Ranges of positions still to resolve; the batch as a whole is known to fault.
+        let mut work: Vec<(usize, usize)> = Vec::new();
+        if n == 1 {
+            self.record_poison(&last, &batch[indices[0]], out);
+            faulted += 1;
+        } else {
+            work.push((n / 2, n));
+            work.push((0, n / 2));
+        }
+        while let Some((lo, hi)) = work.pop() {
+            if faulty_calls >= budget {
+                let fault = Fault::new(
+                    last.kind,
+                    format!(
+                        "not evaluated: the batch cost {faulty_calls} faulty calls (limit {budget}); last: {}",
+                        last.detail
+                    ),
+                );
+                for (lo, hi) in std::iter::once((lo, hi)).chain(work.drain(..)) {
+                    for &i in &indices[lo..hi] {
+                        self.record_poison(&fault, &batch[i], out);
+                        faulted += 1;
+                    }
+                }
+                break;
+            }
+            let ticks = self.share_deadline(hi - lo, n);
+            match self.call(
+                &inputs.readings[lo..hi],
+                &inputs.windows[lo * w..hi * w],
+                ticks,
+            ) {
+                Ok(alerts) => self.push_alerts(batch, &indices[lo..hi], alerts, out),
+                Err(fault) => {
+                    faulty_calls += 1;
+                    if hi - lo == 1 {
+                        self.record_poison(&fault, &batch[indices[lo]], out);
+                        faulted += 1;
+                    } else {
+                        let mid = lo + (hi - lo) / 2;
+                        work.push((mid, hi));
+                        work.push((lo, mid));
+                    }
+                    last = fault;
+                }
+            }
+        }
+        self.judge(n as u32, faulted, Some(&last), out);
         self.metrics.eval_nanos += started.elapsed().as_nanos() as u64;
     }
 
-    /// After a batch failed twice: evaluate its readings one at a time so the poison ones go
-    /// to dead letters and the rest still get evaluated. Stops if the rule gets quarantined.
-    fn isolate(
-        &mut self,
-        batch: &[Reading],
-        indices: &[usize],
-        inputs: &RuleInputs,
-        last: Fault,
-        out: &mut Evaluation,
-    ) {
-        let rule = self.compiled.rule_ref();
-        let poison = |fault: &Fault, reading: &Reading| DeadLetter {
-            origin: format!("rule:{rule}"),
-            reason: format!(
-                "rule {rule} faulted on this reading ({}): {}",
-                fault.kind.as_str(),
-                fault.detail
-            ),
-            payload: serde_json::to_string(reading).unwrap_or_default(),
-            received_at_ms: now_ms(),
-        };
-        if indices.len() == 1 {
-            out.poison.push(poison(&last, &batch[indices[0]]));
-            return;
-        }
-        let w = inputs.windows_per_reading;
-        for (pos, &i) in indices.iter().enumerate() {
-            if self.quarantined.is_some() {
-                break;
-            }
-            let one = &inputs.readings[pos..=pos];
-            let wins = &inputs.windows[pos * w..(pos + 1) * w];
-            match self.call(one, wins) {
-                Ok(alerts) => {
-                    self.consecutive_faults = 0;
-                    self.push_alerts(batch, &[i], alerts, out);
-                }
-                Err(fault) => {
-                    self.record_fault(&fault, out);
-                    out.poison.push(poison(&fault, &batch[i]));
-                }
-            }
-        }
+    /// The epoch deadline of a call over `len` of a batch's `n` readings: the batch's
+    /// deadline in proportion, at least 50 ms (or the whole deadline, when shorter).
+    fn share_deadline(&self, len: usize, n: usize) -> u64 {
+        let inner = &self.compiled.engine.inner;
+        let tick = inner.config.epoch_tick_ms.max(1);
+        let floor = inner.config.call_timeout_ms.min(50).div_ceil(tick) + 1;
+        let share = (inner.config.call_timeout_ms as u128 * len as u128 / n.max(1) as u128) as u64;
+        (share.div_ceil(tick) + 1).clamp(floor, inner.deadline_ticks)
     }
 
     fn push_alerts(

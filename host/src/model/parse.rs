@@ -263,10 +263,19 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
              (needs one of `battery_level`, `connectivity_status`, `firmware_version`, `error_codes`)",
         ));
     };
+    // A producer's id is scoped by stream and device, so two devices (or vendors) that
+    // number their readings alike never collide: `g:<device>:<id>` / `d:<device>:<id>`.
+    let scope = |given: &str| {
+        let kind = match body {
+            Body::Glucose(_) => 'g',
+            Body::Device(_) => 'd',
+        };
+        format!("{kind}:{device_id}:{given}")
+    };
     let id = match raw.reading_id {
         None => derive_reading_id(at_ms, &body),
-        Some(IdValue::Int(v)) => v.to_string(),
-        Some(IdValue::Neg(v)) => v.to_string(),
+        Some(IdValue::Int(v)) => scope(&v.to_string()),
+        Some(IdValue::Neg(v)) => scope(&v.to_string()),
         Some(IdValue::Text(s)) => {
             let s = s.trim();
             if s.is_empty() || s.len() > MAX_TEXT_LEN {
@@ -274,22 +283,38 @@ fn validate(raw: RawReading<'_>) -> Result<Reading, Invalid> {
                     "`reading_id` must be 1..={MAX_TEXT_LEN} characters"
                 )));
             }
-            s.to_owned()
+            scope(s)
         }
         Some(IdValue::Float) => return Err(invalid("`reading_id` must be a string or an integer")),
     };
     Ok(Reading { id, at_ms, body })
 }
 
+/// Largest patient or device id: the stores keep ids as signed 64-bit integers.
+pub const MAX_ID: u64 = i64::MAX as u64;
+
 fn id_field(name: &str, v: Option<&IdValue<'_>>) -> Result<u64, Invalid> {
+    let in_range = |v: u64| {
+        if v <= MAX_ID {
+            Ok(v)
+        } else {
+            Err(invalid(format!(
+                "`{name}` {v} exceeds the largest id {MAX_ID}"
+            )))
+        }
+    };
     match v {
         None => Err(invalid(format!("missing field `{name}`"))),
-        Some(IdValue::Int(v)) => Ok(*v),
-        Some(IdValue::Text(s)) => s.trim().parse::<u64>().map_err(|_| {
-            invalid(format!(
-                "`{name}` must be a non-negative integer, got a non-numeric string"
-            ))
-        }),
+        Some(IdValue::Int(v)) => in_range(*v),
+        Some(IdValue::Text(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| {
+                invalid(format!(
+                    "`{name}` must be a non-negative integer, got a non-numeric string"
+                ))
+            })
+            .and_then(in_range),
         Some(IdValue::Neg(_)) | Some(IdValue::Float) => {
             Err(invalid(format!("`{name}` must be a non-negative integer")))
         }
@@ -304,6 +329,15 @@ fn bounded_text(name: &str, v: Option<Cow<'_, str>>) -> Result<Option<String>, I
         Some(s) if s.trim().is_empty() => Ok(None),
         Some(s) => Ok(Some(s.trim().to_owned())),
         None => Ok(None),
+    }
+}
+
+/// The producer's `reading_id` as it was sent, from a scoped reading id (`g:<device>:<id>`);
+/// a derived id (`h-…`) is returned as it is.
+pub fn given_reading_id(id: &str) -> &str {
+    match id.as_bytes() {
+        [b'g' | b'd', b':', ..] => id[2..].split_once(':').map_or(id, |(_, given)| given),
+        _ => id,
     }
 }
 
@@ -484,9 +518,48 @@ mod tests {
     }
 
     #[test]
+    fn producer_ids_are_scoped_by_stream_and_device_and_ids_fit_the_stores() {
+        let g = |device: &str, id: &str| {
+            parse_reading(format!(r#"{{"reading_id":"{id}","patient_id":1,"device_id":{device},"glucose_level":100,"timestamp":"2026-11-28 10:00:00"}}"#).as_bytes()).unwrap().id
+        };
+        assert_ne!(
+            g("1", "5"),
+            g("2", "5"),
+            "two devices, one producer id: two readings"
+        );
+        assert_eq!(g("1", "a:b"), "g:1:a:b");
+        assert_eq!(given_reading_id(&g("1", "a:b")), "a:b");
+        let d = parse_reading(br#"{"reading_id":"5","device_id":1,"battery_level":50,"timestamp":"2026-11-28 10:00:00"}"#).unwrap();
+        assert_eq!(d.id, "d:1:5", "telemetry ids are their own stream");
+        let derived = parse_reading(br#"{"patient_id":1,"device_id":1,"glucose_level":100,"timestamp":"2026-11-28 10:00:00"}"#).unwrap();
+        assert!(derived.id.starts_with("h-"));
+        assert_eq!(given_reading_id(&derived.id), derived.id);
+        for (patient, device) in [("9223372036854775808", "1"), ("1", "18446744073709551615")] {
+            let field = if patient == "1" {
+                "device_id"
+            } else {
+                "patient_id"
+            };
+            let json = format!(
+                r#"{{"patient_id":{patient},"device_id":{device},"glucose_level":100,"timestamp":"2026-11-28 10:00:00"}}"#
+            );
+            let err = parse_reading(json.as_bytes()).unwrap_err();
+            assert!(err.0.contains("exceeds the largest id"), "{field}: {err}");
+        }
+        let max = format!(
+            r#"{{"patient_id":{MAX_ID},"device_id":1,"glucose_level":100,"timestamp":"2026-11-28 10:00:00"}}"#
+        );
+        assert!(
+            parse_reading(max.as_bytes()).is_ok(),
+            "i64::MAX itself fits"
+        );
+    }
+
+    #[test]
     fn glucose_reading_parses_with_both_id_forms() {
         let r = parse_reading(br#"{"reading_id":42,"patient_id":7,"device_id":"9","glucose_level":120.5,"timestamp":"2026-11-28 10:00:00","location":"home"}"#).unwrap();
-        assert_eq!(r.id, "42");
+        assert_eq!(r.id, "g:9:42", "scoped by stream and device");
+        assert_eq!(given_reading_id(&r.id), "42");
         assert_eq!(
             r.body,
             Body::Glucose(Glucose {
@@ -497,7 +570,7 @@ mod tests {
             })
         );
         let r = parse_reading(br#"{"reading_id":"abc","patient_id":7,"device_id":9,"glucose_level":6.5,"unit":"mmol/L","timestamp":"2026-11-28T10:00:00Z"}"#).unwrap();
-        assert_eq!(r.id, "abc");
+        assert_eq!(r.id, "g:9:abc");
         let Body::Glucose(g) = r.body else {
             panic!("not glucose")
         };

@@ -11,12 +11,12 @@ pub mod rules;
 use crate::engine::history::History;
 use crate::engine::{Evaluation, RuleMetrics, RuleSet};
 use crate::model::{
-    DeadLetter, EpochMs, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse,
+    Alert, DeadLetter, EpochMs, Reading, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse,
 };
 use crate::sinks::{Durable, Notifier, StorageSink};
 use crate::sources::Ack;
 use crate::sources::{EmbeddedSource, SourceItem};
-use crate::store::{AlertStatus, Store, WriteBatch};
+use crate::store::{AlertStatus, Store, WriteBatch, WriteOutcome};
 use rules::{RuleError, RuleManager};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -40,6 +40,9 @@ pub struct PipelineConfig {
     pub suppress_secs: u64,
     /// How late (in event time) a reading may arrive and still see a complete window.
     pub lateness_secs: u64,
+    /// How far ahead of its receive time a reading's timestamp may be; further ahead it is a
+    /// dead letter (a far-future reading would push every later real one out of its window).
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -50,6 +53,7 @@ impl Default for PipelineConfig {
             queue_capacity: 4096,
             suppress_secs: 900,
             lateness_secs: 3600,
+            max_future_skew_secs: 300,
         }
     }
 }
@@ -64,9 +68,23 @@ pub struct PipelineStats {
     pub dead_letters: u64,
     pub alerts: u64,
     pub suppressed: u64,
+    /// Readings whose id was already stored (or seen) with other content: dead letters.
+    pub conflicts: u64,
     pub store_retries: u64,
     pub sink_retries: u64,
     pub rules: Vec<RuleStatus>,
+    /// Subjects (patients, devices) whose recent readings the windows hold.
+    pub history_subjects: usize,
+    /// Readings the windows hold, over all subjects.
+    pub history_readings: usize,
+    /// Enabled rules whose active version is quarantined and therefore not running.
+    pub quarantined: Vec<QuarantinedRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantinedRule {
+    pub rule: RuleRef,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,6 +99,33 @@ enum Command {
     Shutdown,
 }
 
+/// Marks the pipeline dead when `run` ends, however it ends (a panic unwinds through it).
+struct AliveGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// What `/health` reports of the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineHealth {
+    /// The pipeline task is running (false once it stopped or panicked).
+    pub alive: bool,
+    /// Items waiting in the input queue.
+    pub queued_items: usize,
+    /// Capacity of the input queue.
+    pub queue_capacity: usize,
+    /// Age of the oldest batch whose items are not yet acknowledged (durable everywhere).
+    pub oldest_unacked_age_ms: Option<u64>,
+    /// Batches processed but not yet acknowledged.
+    pub unacked_batches: usize,
+}
+
+/// Batches handed to the sinks and not yet durable everywhere: sequence → when processed.
+type Unacked = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, EpochMs>>>;
+
 /// Steers a running pipeline: feeds it, changes its rules, watches it, stops it.
 #[derive(Clone)]
 pub struct PipelineHandle {
@@ -89,6 +134,8 @@ pub struct PipelineHandle {
     stats: watch::Receiver<PipelineStats>,
     manager: Arc<RuleManager>,
     storage: Vec<Arc<dyn StorageSink>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    unacked: Unacked,
 }
 
 impl std::fmt::Debug for PipelineHandle {
@@ -117,6 +164,19 @@ impl PipelineHandle {
         self.stats.borrow().clone()
     }
 
+    /// Liveness and backlog, for `/health` and `/ready`.
+    pub fn health(&self) -> PipelineHealth {
+        let unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = unacked.values().next().copied();
+        PipelineHealth {
+            alive: self.alive.load(std::sync::atomic::Ordering::Acquire),
+            queued_items: self.input.max_capacity() - self.input.capacity(),
+            queue_capacity: self.input.max_capacity(),
+            oldest_unacked_age_ms: oldest.map(|t| (now_ms() - t).max(0) as u64),
+            unacked_batches: unacked.len(),
+        }
+    }
+
     pub fn watch_stats(&self) -> watch::Receiver<PipelineStats> {
         self.stats.clone()
     }
@@ -136,6 +196,13 @@ impl PipelineHandle {
         rx.await.map_err(|_| RuleError::Stopped)?
     }
 
+    /// Clears a version's quarantine and reloads the rules, so it runs again if it is the
+    /// enabled version of its rule (`glucoguard rules release` does the same offline).
+    pub async fn release_rule(&self, rule: &RuleRef) -> Result<(), RuleError> {
+        self.manager.release(rule).await?;
+        self.reload_rules().await
+    }
+
     /// Stops taking input, processes what is queued, then ends `Pipeline::run`.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -146,16 +213,27 @@ impl PipelineHandle {
 /// part. Only completions count: a handle dropped uncompleted (by a sink that failed and was
 /// retried with a fresh handle, or that never made the batch durable) releases nothing, so
 /// a batch is acknowledged once and only when it is durable everywhere: at-least-once.
+/// A later duplicate of one of its readings [attaches](AckGroup::attach) its own ack here,
+/// so it is not acknowledged before the original is durable.
 struct AckGroup {
-    acks: std::sync::Mutex<Vec<Ack>>,
+    /// `None` once released.
+    acks: std::sync::Mutex<Option<Vec<Ack>>>,
     pending: std::sync::atomic::AtomicUsize,
+    seq: u64,
+    unacked: Unacked,
 }
 
 impl AckGroup {
-    fn new(acks: Vec<Ack>, sinks: usize) -> Arc<Self> {
+    fn new(acks: Vec<Ack>, sinks: usize, seq: u64, unacked: Unacked) -> Arc<Self> {
+        unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, now_ms());
         let group = Arc::new(AckGroup {
-            acks: std::sync::Mutex::new(acks),
+            acks: std::sync::Mutex::new(Some(acks)),
             pending: sinks.into(),
+            seq,
+            unacked,
         });
         if sinks == 0 {
             group.release();
@@ -176,13 +254,69 @@ impl AckGroup {
         })
     }
 
+    /// Acknowledges `ack` with this batch: now if it is already released, else on release.
+    fn attach(&self, ack: Ack) {
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        match acks.as_mut() {
+            Some(v) => v.push(ack),
+            None => {
+                drop(acks);
+                ack.ack();
+            }
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        self.acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
     fn release(&self) {
-        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(|e| e.into_inner()));
-        for ack in acks {
+        let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.seq);
+        for ack in acks.into_iter().flatten() {
             ack.ack();
         }
     }
 }
+
+/// The batches whose readings are not yet durable everywhere, by reading id, so that a
+/// duplicate arriving meanwhile is acknowledged with its original. Entries of released
+/// batches are dropped as the map grows.
+#[derive(Default)]
+struct InFlight {
+    by_id: HashMap<String, std::sync::Weak<AckGroup>>,
+    pruned_at: usize,
+}
+
+impl InFlight {
+    fn insert(&mut self, id: &str, group: &Arc<AckGroup>) {
+        self.by_id.insert(id.to_owned(), Arc::downgrade(group));
+        if self.by_id.len() > 2 * self.pruned_at.max(4096) {
+            self.by_id
+                .retain(|_, g| g.upgrade().is_some_and(|g| !g.is_released()));
+            self.by_id.shrink_to(self.by_id.len() * 2);
+            self.pruned_at = self.by_id.len();
+        }
+    }
+
+    /// Acknowledges a duplicate of `id`: with its original's batch while that is in flight,
+    /// else at once (the original is durable everywhere).
+    fn ack_duplicate(&self, id: &str, ack: Ack) {
+        match self.by_id.get(id).and_then(std::sync::Weak::upgrade) {
+            Some(group) => group.attach(ack),
+            None => ack.ack(),
+        }
+    }
+}
+
+/// Suppression state: the last notified alert per (subject, rule, code).
+type SuppressKey = (SubjectKey, String, String);
 
 /// Everything the pipeline runs with.
 pub struct Pipeline {
@@ -197,12 +331,23 @@ pub struct Pipeline {
     commands: mpsc::Receiver<Command>,
     stats_tx: watch::Sender<PipelineStats>,
     stats: PipelineStats,
-    last_notified: HashMap<(SubjectKey, String), (EpochMs, Severity)>,
+    last_notified: HashMap<SuppressKey, (EpochMs, Severity)>,
+    in_flight: InFlight,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    unacked: Unacked,
+    /// Newest event time seen (never further ahead than the allowed skew): what idle
+    /// subjects and old suppression entries are measured against.
+    watermark_ms: Option<EpochMs>,
+    evicted_at_ms: EpochMs,
 }
+
+/// How far the watermark moves between two sweeps of idle state.
+const EVICT_EVERY_MS: EpochMs = 60_000;
 
 impl Pipeline {
     /// Builds the pipeline: loads the enabled rules from the store and rebuilds the windows
-    /// from stored readings, so a restart does not reset them.
+    /// and the suppression state from stored readings and alerts, so a restart resets
+    /// neither.
     pub async fn new(
         config: PipelineConfig,
         store: Arc<dyn Store>,
@@ -210,10 +355,17 @@ impl Pipeline {
         notifiers: Vec<Arc<dyn Notifier>>,
         storage: Vec<Arc<dyn StorageSink>>,
     ) -> Result<(Pipeline, PipelineHandle), RuleError> {
-        let rules = manager.build(Vec::new()).await?;
+        let plan = manager.plan().await?;
+        let quarantined = plan.quarantined.clone();
+        let rules = plan.assemble(Vec::new());
+        for (rule, reason) in &quarantined {
+            tracing::warn!(rule = %rule, reason = %reason, "enabled rule is quarantined and does not run; release it with `glucoguard rules release {rule}`");
+        }
         let (input_tx, input) = mpsc::channel(config.queue_capacity.max(1));
         let (commands_tx, commands) = mpsc::channel(16);
         let (stats_tx, stats_rx) = watch::channel(PipelineStats::default());
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let unacked = Unacked::default();
         let mut p = Pipeline {
             config,
             store,
@@ -225,10 +377,22 @@ impl Pipeline {
             input,
             commands,
             stats_tx,
-            stats: PipelineStats::default(),
+            stats: PipelineStats {
+                quarantined: quarantined
+                    .into_iter()
+                    .map(|(rule, reason)| QuarantinedRule { rule, reason })
+                    .collect(),
+                ..PipelineStats::default()
+            },
             last_notified: HashMap::new(),
+            in_flight: InFlight::default(),
+            alive: alive.clone(),
+            unacked: unacked.clone(),
+            watermark_ms: None,
+            evicted_at_ms: EpochMs::MIN,
         };
         p.rebuild_history().await?;
+        p.rebuild_suppression().await?;
         p.publish_stats();
         let handle = PipelineHandle {
             input: input_tx,
@@ -236,6 +400,8 @@ impl Pipeline {
             stats: stats_rx,
             manager,
             storage: p.storage.clone(),
+            alive,
+            unacked,
         };
         Ok((p, handle))
     }
@@ -244,17 +410,35 @@ impl Pipeline {
         self.rules.lookback_ms() + (self.config.lateness_secs as i64) * 1000
     }
 
+    fn skew_ms(&self) -> EpochMs {
+        self.config.max_future_skew_secs as i64 * 1000
+    }
+
+    /// Rebuilds every subject's window from the store: per subject, the readings within the
+    /// retention behind that subject's own newest one, for the subjects active within the
+    /// retention of the newest reading. Stored timestamps further ahead than the allowed
+    /// skew are ignored, so one bad clock cannot blind the others.
     async fn rebuild_history(&mut self) -> Result<(), RuleError> {
         let keep = self.retention_ms();
         let mut history = History::new(Some(keep));
-        let readings = self.store.recent_readings(keep).await?;
+        let readings = self
+            .store
+            .recent_readings(2 * keep, now_ms() + self.skew_ms())
+            .await?;
+        let mut newest = None;
         for r in &readings {
             if let Some(v) = r.window_value() {
                 history.insert(r.subject(), r.at_ms, &r.id, v);
             }
+            newest = newest.max(Some(r.at_ms));
         }
+        if let Some(t) = newest {
+            history.evict_idle(t - keep);
+        }
+        self.watermark_ms = self.watermark_ms.max(newest);
         tracing::info!(
             readings = history.len(),
+            subjects = history.subjects(),
             retention_ms = keep,
             "windows rebuilt from the store"
         );
@@ -262,8 +446,38 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Rebuilds the suppression state from the alerts notified within the suppression
+    /// interval of the newest reading, so a restart or a replay does not notify again.
+    async fn rebuild_suppression(&mut self) -> Result<(), RuleError> {
+        let Some(watermark) = self.watermark_ms else {
+            return Ok(());
+        };
+        let since = watermark - 2 * self.suppress_ms();
+        let alerts = self.store.notified_alerts_since(since).await?;
+        for a in &alerts {
+            let key = suppress_key(a);
+            let entry = self
+                .last_notified
+                .entry(key)
+                .or_insert((a.at_ms, a.severity));
+            if a.at_ms >= entry.0 {
+                *entry = (a.at_ms, a.severity.max(entry.1));
+            }
+        }
+        tracing::info!(
+            entries = self.last_notified.len(),
+            "suppression state rebuilt from the store"
+        );
+        Ok(())
+    }
+
+    fn suppress_ms(&self) -> EpochMs {
+        self.config.suppress_secs as i64 * 1000
+    }
+
     /// Runs until every input sender is dropped and the queue is drained.
     pub async fn run(mut self) {
+        let _alive = AliveGuard(self.alive.clone());
         let mut buf = Vec::with_capacity(self.config.max_batch);
         loop {
             tokio::select! {
@@ -321,26 +535,10 @@ impl Pipeline {
     async fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Reload(reply) => {
-                let current = std::mem::take(&mut self.rules).into_rules();
-                let result = match self.manager.build(current).await {
-                    Ok(set) => {
-                        let widened = set.lookback_ms() > self.rules.lookback_ms();
-                        self.rules = set;
-                        if widened {
-                            self.rebuild_history().await
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    // Keep serving with what the store describes, minus what failed to build.
-                    tracing::warn!(
-                        "rule reload failed; continuing with the rules that loaded before"
-                    );
+                let result = self.reload().await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "rule reload failed; the running rules are unchanged");
                 }
-                self.history.set_retention_ms(Some(self.retention_ms()));
                 self.publish_stats();
                 let _ = reply.send(result);
             }
@@ -351,24 +549,131 @@ impl Pipeline {
         }
     }
 
+    /// Swaps in the rule set the store describes. Every fallible step happens before the
+    /// running set is touched, so a failed reload changes nothing.
+    async fn reload(&mut self) -> Result<(), RuleError> {
+        let plan = self.manager.plan().await?;
+        let before = self.rules.lookback_ms();
+        self.stats.quarantined = plan
+            .quarantined
+            .iter()
+            .map(|(rule, reason)| QuarantinedRule {
+                rule: rule.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        let current = std::mem::take(&mut self.rules).into_rules();
+        self.rules = plan.assemble(current);
+        self.history.set_retention_ms(Some(self.retention_ms()));
+        if self.rules.lookback_ms() > before {
+            self.rebuild_history().await?;
+        }
+        Ok(())
+    }
+
+    /// Sorts a batch's parsed readings into those to evaluate and the rest: a second copy
+    /// within the batch is acknowledged with the batch; a copy of a reading whose batch is
+    /// still in flight is acknowledged with that batch; a reading whose id is already taken
+    /// by other content is a conflict (dead letter). A copy of a reading that is already
+    /// durable everywhere (or stored before a restart) is processed again: every write is
+    /// idempotent and only newly stored alerts are notified.
+    async fn classify(
+        &mut self,
+        parsed: Vec<(Reading, Ack, Arc<str>)>,
+        received_at_ms: EpochMs,
+        acks: &mut Vec<Ack>,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Vec<Reading> {
+        let scoped: Vec<&str> = parsed
+            .iter()
+            .map(|(r, _, _)| r.id.as_str())
+            .filter(|id| !id.starts_with("h-"))
+            .collect();
+        let stored: HashMap<String, Reading> = if scoped.is_empty() {
+            HashMap::new()
+        } else {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match self.store.readings_by_id(&scoped).await {
+                    Ok(rows) => break rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                    Err(e) => {
+                        self.stats.store_retries += 1;
+                        tracing::warn!(store = self.store.kind(), error = %e, retry_in_ms = delay.as_millis() as u64, "store lookup failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        };
+        let mut fresh: Vec<Reading> = Vec::with_capacity(parsed.len());
+        let mut in_batch: HashMap<String, usize> = HashMap::with_capacity(parsed.len());
+        for (r, ack, origin) in parsed {
+            let earlier = in_batch
+                .get(&r.id)
+                .map(|&i| &fresh[i])
+                .or_else(|| stored.get(&r.id));
+            if let Some(earlier) = earlier
+                && !earlier.same_content(&r)
+            {
+                self.stats.conflicts += 1;
+                dead_letters.push(DeadLetter {
+                    origin: origin.to_string(),
+                    reason: format!(
+                        "conflict: reading_id {:?} of device {} is already taken by a reading with other content (at {})",
+                        parse::given_reading_id(&r.id),
+                        r.device_id(),
+                        crate::model::format_ms(earlier.at_ms)
+                    ),
+                    payload: serde_json::to_string(&r).unwrap_or_default(),
+                    received_at_ms,
+                });
+                acks.push(ack);
+                continue;
+            }
+            if in_batch.contains_key(&r.id) {
+                self.stats.duplicates += 1;
+                acks.push(ack);
+                continue;
+            }
+            if let Some(group) = self
+                .in_flight
+                .by_id
+                .get(&r.id)
+                .and_then(std::sync::Weak::upgrade)
+                && !group.is_released()
+            {
+                self.stats.duplicates += 1;
+                self.in_flight.ack_duplicate(&r.id, ack);
+                continue;
+            }
+            in_batch.insert(r.id.clone(), fresh.len());
+            fresh.push(r);
+            acks.push(ack);
+        }
+        fresh
+    }
+
     async fn process(&mut self, items: Vec<SourceItem>) {
         let received_at_ms = now_ms();
-        let mut readings = Vec::with_capacity(items.len());
+        self.stats.items += items.len() as u64;
+        let skew_ms = self.skew_ms();
+        let mut parsed = Vec::with_capacity(items.len());
         let mut dead_letters = Vec::new();
         let mut acks = Vec::with_capacity(items.len());
         for item in items {
-            match parse::parse_reading(&item.payload) {
-                Ok(r) => {
-                    let fresh = match r.window_value() {
-                        Some(v) => self.history.insert(r.subject(), r.at_ms, &r.id, v),
-                        None => true,
-                    };
-                    if fresh {
-                        readings.push(r);
-                    } else {
-                        self.stats.duplicates += 1;
-                    }
+            let result = parse::parse_reading(&item.payload).and_then(|r| {
+                if r.at_ms > received_at_ms + skew_ms {
+                    Err(parse::Invalid(format!(
+                        "`timestamp` is {} s ahead of the receive time (limit: max_future_skew_secs = {})",
+                        (r.at_ms - received_at_ms) / 1000,
+                        self.config.max_future_skew_secs
+                    )))
+                } else {
+                    Ok(r)
                 }
+            });
+            match result {
+                Ok(r) => parsed.push((r, item.ack, item.origin)),
                 Err(reason) => {
                     let payload = String::from_utf8_lossy(
                         &item.payload[..item.payload.len().min(parse::MAX_PAYLOAD_BYTES)],
@@ -380,47 +685,52 @@ impl Pipeline {
                         payload,
                         received_at_ms,
                     });
+                    acks.push(item.ack);
                 }
             }
-            acks.push(item.ack);
+        }
+        let readings = self
+            .classify(parsed, received_at_ms, &mut acks, &mut dead_letters)
+            .await;
+        for r in &readings {
+            if let Some(v) = r.window_value() {
+                self.history.insert(r.subject(), r.at_ms, &r.id, v);
+            }
+            self.watermark_ms = self.watermark_ms.max(Some(r.at_ms));
         }
         let rules = &mut self.rules;
         let history = &self.history;
         let eval: Evaluation = tokio::task::block_in_place(|| rules.evaluate(&readings, history));
         dead_letters.extend(eval.poison);
 
+        let suppress_ms = self.suppress_ms();
         let mut alerts = Vec::with_capacity(eval.alerts.len());
-        let mut notify = Vec::new();
         for a in eval.alerts {
-            let subject = SubjectKey {
-                kind: a.kind,
-                id: if a.kind == ReadingKind::Glucose {
-                    a.patient_id.unwrap_or(a.device_id)
-                } else {
-                    a.device_id
-                },
-            };
-            let key = (subject, a.rule.name.clone());
-            let suppress_ms = self.config.suppress_secs as i64 * 1000;
+            let key = suppress_key(&a);
             let status = match self.last_notified.get(&key) {
                 Some(&(at, sev)) if (a.at_ms - at).abs() < suppress_ms && a.severity <= sev => {
                     AlertStatus::Suppressed
                 }
                 _ => {
-                    self.last_notified.insert(key, (a.at_ms, a.severity));
+                    // Keep the newest notification per key: a replayed old alert must not
+                    // move the state back in time.
+                    let entry = self
+                        .last_notified
+                        .entry(key)
+                        .or_insert((a.at_ms, a.severity));
+                    if a.at_ms >= entry.0 || a.severity > entry.1 {
+                        *entry = (a.at_ms.max(entry.0), a.severity.max(entry.1));
+                    }
                     AlertStatus::Open
                 }
             };
-            if status == AlertStatus::Open {
-                notify.push(a.clone());
-            } else {
+            if status == AlertStatus::Suppressed {
                 self.stats.suppressed += 1;
             }
             alerts.push((a, status));
         }
 
         self.stats.batches += 1;
-        self.stats.items += acks.len() as u64;
         self.stats.readings += readings.len() as u64;
         self.stats.dead_letters += dead_letters.len() as u64;
         self.stats.alerts += alerts.len() as u64;
@@ -432,20 +742,60 @@ impl Pipeline {
             quarantined: eval.quarantined,
             received_at_ms,
         };
-        if !batch.is_empty() {
-            self.write_durably(&batch).await;
-        }
+        let outcome = if batch.is_empty() {
+            WriteOutcome::default()
+        } else {
+            self.write_durably(&batch).await
+        };
+        // Only alerts stored for the first time are notified: a replayed reading's alert
+        // (same id) was notified, or suppressed, when it was first stored.
+        let notify: Vec<crate::model::Alert> = batch
+            .alerts
+            .iter()
+            .filter(|(a, s)| *s == AlertStatus::Open && outcome.new_alert_ids.contains(&a.id))
+            .map(|(a, _)| a.clone())
+            .collect();
         for n in &self.notifiers {
             n.notify(&notify);
         }
         // The items are acknowledged when the store (done above) and every storage sink
         // have made the batch durable.
-        let group = AckGroup::new(acks, self.storage.len());
+        let seq = self.stats.batches;
+        let group = AckGroup::new(acks, self.storage.len(), seq, self.unacked.clone());
+        for r in &batch.readings {
+            self.in_flight.insert(&r.id, &group);
+        }
         for sink in self.storage.clone() {
             self.write_to_sink(sink, &batch, &group).await;
         }
         drop(group);
+        self.evict_idle();
         self.publish_stats();
+    }
+
+    /// Bounds the state kept per subject: forgets subjects idle for longer than the
+    /// retention and suppression entries older than the suppression interval, measured
+    /// against the newest event time seen.
+    fn evict_idle(&mut self) {
+        let Some(watermark) = self.watermark_ms else {
+            return;
+        };
+        if watermark.saturating_sub(self.evicted_at_ms) < EVICT_EVERY_MS {
+            return;
+        }
+        self.evicted_at_ms = watermark;
+        let subjects = self.history.evict_idle(watermark - self.retention_ms());
+        let horizon = watermark - 2 * self.suppress_ms();
+        let before = self.last_notified.len();
+        self.last_notified.retain(|_, (at, _)| *at > horizon);
+        self.last_notified.shrink_to(self.last_notified.len() * 2);
+        if subjects > 0 || before > self.last_notified.len() {
+            tracing::debug!(
+                subjects,
+                suppression_entries = before - self.last_notified.len(),
+                "idle state evicted"
+            );
+        }
     }
 
     /// Hands the batch to a storage sink, retrying with capped backoff until it accepts it.
@@ -471,11 +821,11 @@ impl Pipeline {
 
     /// Retries a store write with capped exponential backoff until it succeeds. While it
     /// retries the input queue fills and producers wait: backpressure, not loss.
-    async fn write_durably(&mut self, batch: &WriteBatch) {
+    async fn write_durably(&mut self, batch: &WriteBatch) -> WriteOutcome {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.store.write_batch(batch).await {
-                Ok(()) => return,
+                Ok(outcome) => return outcome,
                 Err(e) => {
                     self.stats.store_retries += 1;
                     tracing::warn!(store = self.store.kind(), error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
@@ -487,6 +837,8 @@ impl Pipeline {
     }
 
     fn publish_stats(&mut self) {
+        self.stats.history_subjects = self.history.subjects();
+        self.stats.history_readings = self.history.len();
         self.stats.rules = self
             .rules
             .rules()
@@ -499,4 +851,18 @@ impl Pipeline {
             .collect();
         self.stats_tx.send_replace(self.stats.clone());
     }
+}
+
+/// Alerts are suppressed per subject (the patient for glucose, the device for telemetry),
+/// rule and alert code: a rising alert never hides a falling one.
+fn suppress_key(a: &Alert) -> SuppressKey {
+    let subject = SubjectKey {
+        kind: a.kind,
+        id: if a.kind == ReadingKind::Glucose {
+            a.patient_id.unwrap_or(a.device_id)
+        } else {
+            a.device_id
+        },
+    };
+    (subject, a.rule.name.clone(), a.code.clone())
 }

@@ -15,8 +15,41 @@ pub enum RuleError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "{rule} is quarantined ({reason}); release it first (`glucoguard rules release {rule}`)"
+    )]
+    Quarantined { rule: RuleRef, reason: String },
     #[error("the pipeline has stopped")]
     Stopped,
+}
+
+/// What a rule set will be, with every fallible step (store reads, compilation, parameter
+/// validation) already done: [`RulePlan::assemble`] cannot fail, so a failed reload leaves
+/// the running set as it was.
+#[derive(Debug)]
+pub struct RulePlan {
+    wanted: Vec<(Arc<CompiledRule>, Vec<ParamValue>)>,
+    /// Enabled rules whose active version is quarantined: not run, reported loudly.
+    pub quarantined: Vec<(RuleRef, String)>,
+}
+
+impl RulePlan {
+    /// The rule set: unchanged rules keep their instance and counters from `current`.
+    pub fn assemble(self, mut current: Vec<ActiveRule>) -> RuleSet {
+        let mut rules = Vec::with_capacity(self.wanted.len());
+        for (compiled, params) in self.wanted {
+            if let Some(pos) = current.iter().position(|r| {
+                r.compiled().sha256() == compiled.sha256()
+                    && r.params() == params.as_slice()
+                    && r.quarantined().is_none()
+            }) {
+                rules.push(current.swap_remove(pos));
+            } else {
+                rules.push(ActiveRule::with_params(compiled, params));
+            }
+        }
+        RuleSet::new(rules)
+    }
 }
 
 /// Compiles rule versions once (cached by SHA-256) and builds rule sets from the store.
@@ -77,10 +110,10 @@ impl RuleManager {
             ))
         })?;
         if let Some(reason) = &chosen.quarantine_reason {
-            return Err(RuleError::Invalid(format!(
-                "{name}@{} is quarantined ({reason}); release it first",
-                chosen.info.version
-            )));
+            return Err(RuleError::Quarantined {
+                rule: chosen.info.rule_ref(),
+                reason: reason.clone(),
+            });
         }
         let current = self
             .store
@@ -145,10 +178,34 @@ impl RuleManager {
 
     /// Builds the rule set the store describes: enabled rules at their active version,
     /// skipping quarantined versions. Unchanged rules keep their instance and counters.
-    pub async fn build(&self, mut current: Vec<ActiveRule>) -> Result<RuleSet, RuleError> {
+    pub async fn build(&self, current: Vec<ActiveRule>) -> Result<RuleSet, RuleError> {
+        Ok(self.plan().await?.assemble(current))
+    }
+
+    /// Clears the quarantine of a version (it runs again once enabled and reloaded).
+    pub async fn release(&self, rule: &RuleRef) -> Result<(), RuleError> {
+        let versions = self.store.rule_versions().await?;
+        let v = versions
+            .iter()
+            .find(|v| v.info.name == rule.name && v.info.version == rule.version)
+            .ok_or_else(|| RuleError::Invalid(format!("no uploaded version {rule}")))?;
+        if v.quarantine_reason.is_none() {
+            return Err(RuleError::Invalid(format!("{rule} is not quarantined")));
+        }
+        self.store.release_quarantine(rule).await?;
+        tracing::warn!(rule = %rule, "rule quarantine released");
+        Ok(())
+    }
+
+    /// Everything `build` needs that can fail: the store's rule state, compiled versions and
+    /// validated parameters.
+    pub async fn plan(&self) -> Result<RulePlan, RuleError> {
         let states = self.store.rule_states().await?;
         let versions = self.store.rule_versions().await?;
-        let mut rules = Vec::new();
+        let mut plan = RulePlan {
+            wanted: Vec::new(),
+            quarantined: Vec::new(),
+        };
         for s in states.iter().filter(|s| s.enabled) {
             let Some(v) = versions
                 .iter()
@@ -156,7 +213,8 @@ impl RuleManager {
             else {
                 continue;
             };
-            if v.quarantine_reason.is_some() {
+            if let Some(reason) = &v.quarantine_reason {
+                plan.quarantined.push((v.info.rule_ref(), reason.clone()));
                 continue;
             }
             let cached = self
@@ -179,17 +237,9 @@ impl RuleManager {
                 }
             };
             let params = crate::engine::params::resolve(compiled.info(), &s.params)
-                .map_err(RuleError::Invalid)?;
-            if let Some(pos) = current.iter().position(|r| {
-                r.compiled().sha256() == compiled.sha256()
-                    && r.params() == params.as_slice()
-                    && r.quarantined().is_none()
-            }) {
-                rules.push(current.swap_remove(pos));
-            } else {
-                rules.push(ActiveRule::new(compiled, &s.params).map_err(RuleError::Invalid)?);
-            }
+                .map_err(|e| RuleError::Invalid(format!("{}@{}: {e}", s.name, s.active_version)))?;
+            plan.wanted.push((compiled, params));
         }
-        Ok(RuleSet::new(rules))
+        Ok(plan)
     }
 }

@@ -118,31 +118,128 @@ pub trait Notifier: Send + Sync {
     fn notify(&self, alerts: &[Alert]);
 }
 
-/// Prints alerts to stdout, one line each: the demo's and a developer's live view.
-#[derive(Debug, Default)]
-pub struct ConsoleNotifier;
+/// Prints alerts to stdout (or another writer), one line each: the demo's and an operator's
+/// live view. Every line starts with `ALERT ` and ends with `id=<alert id>`.
+///
+/// By default a line carries no health data — no patient or device id, no value, no rule
+/// message:
+///
+/// `ALERT <time> <severity> <rule@version> <code> <subject alias> id=<alert id>`
+///
+/// where the alias (`patient~1a2b3c`, `device~…`) is the first 6 hex digits of SHA-256 over a
+/// random salt drawn once per process and the subject's id: stable for the life of the
+/// process, so repeats of one patient can be told apart from another's, and not
+/// reversible by whoever reads the terminal or its log. With `details` (`[notify]
+/// console_details = true`), for a developer on test data, the line names the patient or
+/// device and carries the rule's message:
+///
+/// `ALERT <time> <severity> patient <id> <rule@version> <code>: <message> id=<alert id>`
+pub struct ConsoleNotifier {
+    details: bool,
+    out: std::sync::Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for ConsoleNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleNotifier")
+            .field("details", &self.details)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ConsoleNotifier {
+    /// Stdout, without details.
+    fn default() -> Self {
+        ConsoleNotifier::new(false)
+    }
+}
+
+impl ConsoleNotifier {
+    /// Prints to stdout; `details` puts patient ids and rule messages on the lines.
+    pub fn new(details: bool) -> Self {
+        ConsoleNotifier::to_writer(details, Box::new(std::io::stdout()))
+    }
+
+    /// Prints to `out` (tests, or another stream).
+    pub fn to_writer(details: bool, out: Box<dyn Write + Send>) -> Self {
+        ConsoleNotifier {
+            details,
+            out: std::sync::Mutex::new(out),
+        }
+    }
+
+    /// `patient~1a2b3c`: a short tag for the alert's subject that does not reveal its id.
+    fn alias(&self, a: &Alert) -> String {
+        use sha2::{Digest, Sha256};
+        let (kind, id) = match a.patient_id {
+            Some(p) => ("patient", p),
+            None => ("device", a.device_id),
+        };
+        let mut h = Sha256::new();
+        h.update(process_salt());
+        h.update(kind.as_bytes());
+        h.update(id.to_be_bytes());
+        format!("{kind}~{}", &hex::encode(&h.finalize()[..3]))
+    }
+
+    fn line(&self, a: &Alert) -> String {
+        let (time, severity) = (format_ms(a.at_ms), a.severity.as_str());
+        let (rule, code) = (one_line(&a.rule.to_string()), one_line(&a.code));
+        if self.details {
+            let who = a
+                .patient_id
+                .map(|p| format!("patient {p}"))
+                .unwrap_or_else(|| format!("device {}", a.device_id));
+            format!(
+                "ALERT {time} {severity:<8} {who:<12} {rule} {code}: {} id={}",
+                one_line(&a.message),
+                a.id
+            )
+        } else {
+            format!(
+                "ALERT {time} {severity:<8} {rule} {code} {} id={}",
+                self.alias(a),
+                a.id
+            )
+        }
+    }
+}
+
+/// Control characters (a newline in a rule's message) as spaces, so an alert stays one line
+/// and `id=` stays its last field.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// 16 unpredictable bytes, drawn once per process: std's `RandomState` keys come from the
+/// OS's random source.
+fn process_salt() -> &'static [u8; 16] {
+    static SALT: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    SALT.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let state = std::hash::RandomState::new();
+        let mut salt = [0u8; 16];
+        salt[..8].copy_from_slice(&state.hash_one(0u8).to_le_bytes());
+        salt[8..].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+        salt
+    })
+}
 
 impl Notifier for ConsoleNotifier {
     fn name(&self) -> &'static str {
         "console"
     }
     fn notify(&self, alerts: &[Alert]) {
-        let mut out = std::io::stdout().lock();
-        for a in alerts {
-            let who = a
-                .patient_id
-                .map(|p| format!("patient {p}"))
-                .unwrap_or_else(|| format!("device {}", a.device_id));
-            let _ = writeln!(
-                out,
-                "ALERT {} {:<8} {who:<12} {} {}: {}",
-                format_ms(a.at_ms),
-                a.severity.as_str(),
-                a.rule,
-                a.code,
-                a.message
-            );
+        if alerts.is_empty() {
+            return;
         }
+        let mut out = lock(&self.out);
+        for a in alerts {
+            let _ = writeln!(out, "{}", self.line(a));
+        }
+        let _ = out.flush();
     }
 }
 
@@ -172,5 +269,118 @@ impl Notifier for LiveFeed {
         for a in alerts {
             let _ = self.tx.send(a.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ReadingKind, RuleRef, Severity};
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(lock(&self.0).clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn alert(reading: &str, patient: Option<u64>, message: &str) -> Alert {
+        let rule = RuleRef {
+            name: "default-glucose".into(),
+            version: "1.0.0".into(),
+        };
+        let at_ms = 1_795_000_000_000;
+        Alert {
+            id: Alert::derive_id(&rule, reading, "high-glucose", at_ms),
+            rule,
+            reading_id: reading.into(),
+            patient_id: patient,
+            device_id: 555_444,
+            kind: ReadingKind::Glucose,
+            at_ms,
+            code: "high-glucose".into(),
+            severity: Severity::Critical,
+            message: message.into(),
+            value: Some(321.5),
+        }
+    }
+
+    fn print(details: bool, alerts: &[Alert]) -> Vec<String> {
+        let out = Captured::default();
+        ConsoleNotifier::to_writer(details, Box::new(out.clone())).notify(alerts);
+        out.lines()
+    }
+
+    #[test]
+    fn console_lines_carry_no_patient_data_by_default() {
+        let alerts = [
+            alert("r-1", Some(987_654), "glucose 321.5 mg/dL for Alice"),
+            alert("r-2", Some(987_654), "glucose 321.5 mg/dL for Alice"),
+            alert("r-3", Some(123_123), "glucose 321.5 mg/dL for Bob"),
+            alert("r-4", None, "sensor of device 555444\nfailing"),
+        ];
+        let lines = print(false, &alerts);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for (line, a) in lines.iter().zip(&alerts) {
+            assert!(
+                line.starts_with("ALERT 2026-11-18T11:06:40.000Z critical "),
+                "{line}"
+            );
+            assert!(
+                line.contains(" default-glucose@1.0.0 high-glucose "),
+                "{line}"
+            );
+            assert!(line.ends_with(&format!(" id={}", a.id)), "{line}");
+            for secret in ["987654", "123123", "555444", "321", "Alice", "Bob", "mg/dL"] {
+                assert!(!line.contains(secret), "{secret} in {line}");
+            }
+        }
+        let alias = |l: &str| l.split(' ').rev().nth(1).unwrap().to_owned();
+        assert!(alias(&lines[0]).starts_with("patient~") && alias(&lines[0]).len() == 14);
+        assert_eq!(alias(&lines[0]), alias(&lines[1]), "one patient, one alias");
+        assert_ne!(alias(&lines[0]), alias(&lines[2]));
+        assert!(alias(&lines[3]).starts_with("device~"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn console_details_print_the_patient_and_the_message_on_one_line() {
+        let alerts = [
+            alert("r-1", Some(987_654), "glucose 321.5 mg/dL for Alice"),
+            alert("r-4", None, "sensor\nfailing"),
+        ];
+        let lines = print(true, &alerts);
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "ALERT 2026-11-18T11:06:40.000Z critical patient 987654 default-glucose@1.0.0 \
+                     high-glucose: glucose 321.5 mg/dL for Alice id={}",
+                    alerts[0].id
+                ),
+                format!(
+                    "ALERT 2026-11-18T11:06:40.000Z critical device 555444 default-glucose@1.0.0 \
+                     high-glucose: sensor failing id={}",
+                    alerts[1].id
+                ),
+            ]
+        );
     }
 }

@@ -74,15 +74,37 @@ pub trait Store: Send + Sync + 'static {
     /// Engine name for logs and errors, e.g. `sqlite`.
     fn kind(&self) -> &'static str;
 
-    /// Makes a batch durable atomically; rows already present are left as they are.
-    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Makes a batch durable atomically; rows already present are left as they are. The
+    /// outcome names the alerts this write stored for the first time (so a replayed alert is
+    /// never notified again).
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a WriteBatch,
+    ) -> BoxFuture<'a, Result<WriteOutcome, StoreError>>;
 
     /// Readings with event time in (newest − lookback, newest], oldest first, for rebuilding
-    /// windows on start. `newest` is the newest stored reading's time.
+    /// windows on start, where `newest` is the newest stored reading's time not after
+    /// `not_after_ms` (readings stored from a skewed clock further ahead are ignored).
     fn recent_readings(
         &self,
         lookback_ms: EpochMs,
+        not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>>;
+
+    /// The stored readings (glucose or telemetry) with these ids, in no particular order:
+    /// how the pipeline tells a duplicate (same content) from a conflict (same id, other
+    /// content) before it evaluates a batch.
+    fn readings_by_id<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>>;
+
+    /// Alerts with event time after `since_ms` that were notified (any status but
+    /// suppressed), oldest first: the suppression state a restart rebuilds.
+    fn notified_alerts_since(
+        &self,
+        since_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>>;
 
     /// Stores a rule version. The same name and version with other bytes is a conflict:
     /// released versions are immutable.
@@ -143,6 +165,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         before_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Purged, StoreError>>;
+
+    /// A round trip to the database (`SELECT 1`), for `/health` and `/ready`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// A keyset position in the order (received time, id). A page of rows "since" a cursor holds
@@ -189,6 +214,13 @@ pub type AlertPage = Vec<Received<(Alert, AlertStatus)>>;
 pub struct Purged {
     pub glucose_readings: u64,
     pub device_readings: u64,
+}
+
+/// What one `write_batch` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Ids of the batch's alerts that were not stored before this write.
+    pub new_alert_ids: std::collections::HashSet<String>,
 }
 
 /// One schema migration: applied once, in order, recorded in `_glucoguard_migrations`.

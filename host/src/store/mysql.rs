@@ -17,7 +17,7 @@
 use super::rows as decode;
 use super::{
     AlertStatus, BoxFuture, Counts, Cursor, Migration, Purged, Received, RuleState,
-    RuleVersionRecord, Store, StoreError, WriteBatch,
+    RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "received order",
         sql: include_str!("../../migrations/mysql/0003_received_order.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "idempotent faults",
+        sql: include_str!("../../migrations/mysql/0004_idempotent_faults.sql"),
     },
 ];
 
@@ -257,8 +262,29 @@ impl MySqlStore {
         Ok(())
     }
 
-    async fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+    async fn write(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcome = WriteOutcome::default();
+        for chunk in b.alerts.chunks(decode::IDS_PER_LOOKUP) {
+            let mut q = QueryBuilder::<MySql>::new("SELECT AlertID FROM Alerts WHERE AlertID IN ");
+            q.push_tuples(chunk, |mut row, (a, _)| {
+                row.push_bind(&a.id);
+            });
+            let stored: std::collections::HashSet<String> = q
+                .build()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| text(row, "AlertID"))
+                .collect::<Result<_, _>>()?;
+            outcome.new_alert_ids.extend(
+                chunk
+                    .iter()
+                    .filter(|(a, _)| !stored.contains(&a.id))
+                    .map(|(a, _)| a.id.clone()),
+            );
+        }
         let glucose: Vec<(&Reading, &Glucose)> = b
             .readings
             .iter()
@@ -378,20 +404,27 @@ impl MySqlStore {
             " ON DUPLICATE KEY UPDATE Fingerprint = Fingerprint",
         )
         .await?;
+        let keyed_faults: Vec<(String, &RuleFault)> = b
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (decode::fault_key(f, b.received_at_ms, i), f))
+            .collect();
         insert(
             &mut tx,
-            "INSERT INTO RuleFaults (RuleName, Version, Kind, Detail, AtMs) ",
-            5,
-            &b.faults,
-            |f| f.rule.name.len() + f.rule.version.len() + f.detail.len(),
-            |row, f| {
-                row.push_bind(&f.rule.name)
+            "INSERT INTO RuleFaults (FaultKey, RuleName, Version, Kind, Detail, AtMs) ",
+            6,
+            &keyed_faults,
+            |(k, f)| k.len() + f.rule.name.len() + f.rule.version.len() + f.detail.len(),
+            |row, (k, f)| {
+                row.push_bind(k)
+                    .push_bind(&f.rule.name)
                     .push_bind(&f.rule.version)
                     .push_bind(f.kind.as_str())
                     .push_bind(&f.detail)
                     .push_bind(f.at_ms);
             },
-            "",
+            " ON DUPLICATE KEY UPDATE FaultKey = FaultKey",
         )
         .await?;
         for (rule, reason) in &b.quarantined {
@@ -403,7 +436,7 @@ impl MySqlStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn upsert_dimensions(&self, d: &Dimensions) -> Result<(), StoreError> {
@@ -585,7 +618,8 @@ async fn apply_migrations(conn: &mut MySqlConnection) -> Result<(), StoreError> 
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         // DDL is not transactional in MySQL: a migration interrupted half-way runs again from
         // its first statement. Tables are created `IF NOT EXISTS`; an index that is already
-        // there (error 1061, "duplicate key name") counts as added.
+        // there (error 1061, "duplicate key name") or a column (1060, "duplicate column name")
+        // counts as added.
         for statement in m.sql.split(";\n").filter(|s| {
             s.lines()
                 .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
@@ -595,7 +629,7 @@ async fn apply_migrations(conn: &mut MySqlConnection) -> Result<(), StoreError> 
                 Err(sqlx::Error::Database(db))
                     if db
                         .try_downcast_ref::<MySqlDatabaseError>()
-                        .is_some_and(|e| e.number() == 1061) => {}
+                        .is_some_and(|e| matches!(e.number(), 1060 | 1061)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -688,19 +722,25 @@ impl Store for MySqlStore {
         "mysql"
     }
 
-    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a WriteBatch,
+    ) -> BoxFuture<'a, Result<WriteOutcome, StoreError>> {
         Box::pin(self.write(batch))
     }
 
     fn recent_readings(
         &self,
         lookback_ms: EpochMs,
+        not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
         Box::pin(async move {
             let newest: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings \
-                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData) AS newest",
+                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings WHERE TimestampMs <= ? \
+                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData WHERE TimestampMs <= ?) AS newest",
             )
+            .bind(not_after_ms)
+            .bind(not_after_ms)
             .fetch_one(&self.pool)
             .await?;
             let Some(newest) = newest else {
@@ -710,9 +750,10 @@ impl Store for MySqlStore {
             let mut out = Vec::new();
             for row in sqlx::query(
                 "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location \
-                 FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs",
+                 FROM GlucoseReadings WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
             )
             .bind(since)
+            .bind(newest)
             .fetch_all(&self.pool)
             .await?
             {
@@ -720,9 +761,10 @@ impl Store for MySqlStore {
             }
             for row in sqlx::query(
                 "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes \
-                 FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs",
+                 FROM DeviceOperationalData WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
             )
             .bind(since)
+            .bind(newest)
             .fetch_all(&self.pool)
             .await?
             {
@@ -730,6 +772,57 @@ impl Store for MySqlStore {
             }
             out.sort_by_key(|r| r.at_ms);
             Ok(out)
+        })
+    }
+
+    fn readings_by_id<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for chunk in ids.chunks(decode::IDS_PER_LOOKUP) {
+                for (head, glucose) in [
+                    (
+                        "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location \
+                         FROM GlucoseReadings WHERE ReadingID IN ",
+                        true,
+                    ),
+                    (
+                        "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, \
+                         ConnectivityStatus, ErrorCodes FROM DeviceOperationalData WHERE ReadingID IN ",
+                        false,
+                    ),
+                ] {
+                    let mut q = QueryBuilder::<MySql>::new(head);
+                    q.push_tuples(chunk, |mut row, id| {
+                        row.push_bind(*id);
+                    });
+                    for row in q.build().persistent(false).fetch_all(&self.pool).await? {
+                        out.push(if glucose {
+                            decode::glucose_reading(&row)?
+                        } else {
+                            decode::device_reading(&row)?
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn notified_alerts_since(
+        &self,
+        since_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query(decode::NOTIFIED_ALERTS_SINCE)
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| decode::alert_with_status(row).map(|(a, _)| a))
+                .collect()
         })
     }
 
@@ -1005,6 +1098,13 @@ impl Store for MySqlStore {
                 }
             }
             Ok(purged)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
         })
     }
 }

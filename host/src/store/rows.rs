@@ -25,6 +25,36 @@ pub const ALERTS_SINCE: &str = "SELECT a.AlertID, a.ReadingID, a.PatientID, a.De
      WHERE a.CreatedAtMs >= ? AND (a.CreatedAtMs > ? OR a.AlertID > ?) \
      ORDER BY a.CreatedAtMs, a.AlertID LIMIT ?";
 
+/// Alerts that were notified (not stored as suppressed) with event time after a bind, oldest
+/// first: the suppression state rebuilt on start. Migration 0004 indexes `TimestampMs`.
+pub const NOTIFIED_ALERTS_SINCE: &str = "SELECT a.AlertID, a.ReadingID, a.PatientID, a.DeviceID, \
+     a.Kind, a.RuleName, a.RuleVersion, a.Code, a.Severity, a.Message, a.Value, a.TimestampMs, \
+     a.CreatedAtMs, l.Status FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
+     WHERE a.TimestampMs > ? AND l.Status <> 'suppressed' ORDER BY a.TimestampMs, a.AlertID";
+
+/// Ids per `IN (…)` list when looking rows up by id.
+pub const IDS_PER_LOOKUP: usize = 500;
+
+/// The key that makes a rule fault's insert idempotent: the fault, the batch it came with
+/// (its receive time) and its place in that batch, so a retried write stores it once.
+pub fn fault_key(f: &RuleFault, received_at_ms: i64, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        f.rule.name.as_str(),
+        f.rule.version.as_str(),
+        f.kind.as_str(),
+        f.detail.as_str(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.update(f.at_ms.to_le_bytes());
+    h.update(received_at_ms.to_le_bytes());
+    h.update((index as u64).to_le_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
 /// Rows one retention statement deletes, so writers wait at most one short delete.
 pub const PURGE_CHUNK: u32 = 10_000;
 

@@ -3,7 +3,7 @@
 use super::rows as decode;
 use super::{
     AlertStatus, BoxFuture, Counts, Cursor, Migration, Purged, Received, RuleState,
-    RuleVersionRecord, Store, StoreError, WriteBatch,
+    RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "received order",
         sql: include_str!("../../migrations/sqlite/0003_received_order.sql"),
     },
+    Migration {
+        version: 4,
+        name: "idempotent faults",
+        sql: include_str!("../../migrations/sqlite/0004_idempotent_faults.sql"),
+    },
 ];
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound variables; the widest row has 13).
@@ -44,9 +49,33 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// How the SQLite file trades safety for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `true` (the default): every commit is synced (`synchronous = FULL`), so an
+    /// acknowledged batch survives power loss. `false` (`synchronous = NORMAL`): fewer fsyncs,
+    /// and acknowledged batches may be lost on power loss or OS crash, never on a process
+    /// crash.
+    pub durable_on_power_loss: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durable_on_power_loss: true,
+        }
+    }
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file with the safe defaults and applies
+    /// pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -56,7 +85,13 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // In WAL mode FULL syncs the log on every commit; NORMAL only at checkpoints, so
+            // the last commits before a power loss can vanish after they were acknowledged.
+            .synchronous(if options.durable_on_power_loss {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // A 64 MiB page cache and memory-mapped reads: without them SQLite re-reads evicted
@@ -70,6 +105,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await?;
+        if !options.durable_on_power_loss {
+            tracing::warn!(
+                path = %path.display(),
+                "store.durable_on_power_loss = false: acknowledged batches may be lost on power loss or OS crash"
+            );
+        }
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
@@ -109,8 +150,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+    async fn write(&self, b: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcome = WriteOutcome::default();
         let glucose: Vec<(&Reading, &Glucose)> = b
             .readings
             .iter()
@@ -159,6 +201,22 @@ impl SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in b.alerts.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT AlertID FROM Alerts WHERE AlertID IN ");
+            q.push_tuples(chunk, |mut row, (a, _)| {
+                row.push_bind(&a.id);
+            });
+            let stored: std::collections::HashSet<String> = q
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            outcome.new_alert_ids.extend(
+                chunk
+                    .iter()
+                    .filter(|(a, _)| !stored.contains(&a.id))
+                    .map(|(a, _)| a.id.clone()),
+            );
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT OR IGNORE INTO Alerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
             );
@@ -201,8 +259,9 @@ impl SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
-        for f in &b.faults {
-            sqlx::query("INSERT INTO RuleFaults (RuleName, Version, Kind, Detail, AtMs) VALUES (?, ?, ?, ?, ?)")
+        for (i, f) in b.faults.iter().enumerate() {
+            sqlx::query("INSERT OR IGNORE INTO RuleFaults (FaultKey, RuleName, Version, Kind, Detail, AtMs) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(decode::fault_key(f, b.received_at_ms, i))
                 .bind(&f.rule.name)
                 .bind(&f.rule.version)
                 .bind(f.kind.as_str())
@@ -220,7 +279,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcome)
     }
 }
 
@@ -234,18 +293,24 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn write_batch<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn write_batch<'a>(
+        &'a self,
+        batch: &'a WriteBatch,
+    ) -> BoxFuture<'a, Result<WriteOutcome, StoreError>> {
         Box::pin(self.write(batch))
     }
 
     fn recent_readings(
         &self,
         lookback_ms: EpochMs,
+        not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
         Box::pin(async move {
             let newest: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData)",
+                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings WHERE TimestampMs <= ?1 \
+                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData WHERE TimestampMs <= ?1)",
             )
+            .bind(not_after_ms)
             .fetch_one(&self.pool)
             .await?;
             let Some(newest) = newest else {
@@ -254,18 +319,20 @@ impl Store for SqliteStore {
             let since = newest - lookback_ms;
             let mut out = Vec::new();
             for row in sqlx::query(
-                "SELECT * FROM GlucoseReadings WHERE TimestampMs > ? ORDER BY TimestampMs",
+                "SELECT * FROM GlucoseReadings WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
             )
             .bind(since)
+            .bind(newest)
             .fetch_all(&self.pool)
             .await?
             {
                 out.push(decode::glucose_reading(&row)?);
             }
             for row in sqlx::query(
-                "SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? ORDER BY TimestampMs",
+                "SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
             )
             .bind(since)
+            .bind(newest)
             .fetch_all(&self.pool)
             .await?
             {
@@ -273,6 +340,50 @@ impl Store for SqliteStore {
             }
             out.sort_by_key(|r| r.at_ms);
             Ok(out)
+        })
+    }
+
+    fn readings_by_id<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for chunk in ids.chunks(decode::IDS_PER_LOOKUP) {
+                for (table, glucose) in
+                    [("GlucoseReadings", true), ("DeviceOperationalData", false)]
+                {
+                    let mut q = QueryBuilder::<Sqlite>::new(format!(
+                        "SELECT * FROM {table} WHERE ReadingID IN "
+                    ));
+                    q.push_tuples(chunk, |mut row, id| {
+                        row.push_bind(*id);
+                    });
+                    for row in q.build().fetch_all(&self.pool).await? {
+                        out.push(if glucose {
+                            decode::glucose_reading(&row)?
+                        } else {
+                            decode::device_reading(&row)?
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn notified_alerts_since(
+        &self,
+        since_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query(decode::NOTIFIED_ALERTS_SINCE)
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| decode::alert_with_status(row).map(|(a, _)| a))
+                .collect()
         })
     }
 
@@ -608,6 +719,13 @@ impl Store for SqliteStore {
                 }
             }
             Ok(purged)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
         })
     }
 }

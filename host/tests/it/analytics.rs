@@ -237,7 +237,13 @@ fn the_moving_average_covers_two_days_back_with_the_rule_window_semantics() {
     let whole = a.patient_series(1, t, t + 3 * DAY + 1).unwrap();
     let got: Vec<(&str, f64, u64)> = whole
         .iter()
-        .map(|p| (p.reading_id.as_str(), p.moving_avg_2d, p.window_count))
+        .map(|p| {
+            (
+                glucoguard::model::parse::given_reading_id(&p.reading_id),
+                p.moving_avg_2d,
+                p.window_count,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -492,7 +498,8 @@ async fn the_sink_keeps_one_row_per_id_when_batches_repeat_or_overlap() {
     let received: Vec<(String, i64)> = {
         let conn = a.connection().unwrap();
         let mut stmt = conn
-            .prepare("SELECT id, received_at_ms FROM glucose_readings WHERE id IN ('g5', 'g14') ORDER BY id")
+            .prepare("SELECT regexp_extract(id, '[^:]*$') AS given, received_at_ms FROM glucose_readings \
+                 WHERE id LIKE '%:g5' OR id LIKE '%:g14' ORDER BY given")
             .unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()

@@ -1,7 +1,12 @@
-//! The `glucoguard` binary: `backtest` and `rules inspect` as a user runs them.
+//! The `glucoguard` binary as a user runs it: `backtest`, `rules inspect`, `rules release`,
+//! and `run` stopped by SIGTERM or Ctrl-C with `/health` and `/ready` on the way.
 
 use crate::support::*;
-use std::process::Command;
+use glucoguard::store::Store;
+use glucoguard::store::sqlite::SqliteStore;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn glucoguard() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_glucoguard"));
@@ -103,4 +108,351 @@ fn rules_inspect_prints_the_declaration_or_the_rejection() {
         e.contains("imports forbidden interfaces") && e.contains("wasi:filesystem"),
         "{e}"
     );
+}
+
+/// A port nothing listens on now (bound to port 0, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP client that returns 4xx/5xx as responses and never waits long.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn get_json(url: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let mut resp = agent().get(url).call()?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| text.into()),
+    ))
+}
+
+/// Reads a child's pipe to the end on its own thread, so a full pipe never blocks the child.
+fn drain(pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let mut pipe = pipe;
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+        s
+    })
+}
+
+/// Waits for a child to exit; kills it and panics after `limit`.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("glucoguard did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `glucoguard run` child that is killed if the test fails before it stops.
+struct Host {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// Starts `glucoguard run --config <config> --listen 127.0.0.1:<free port>` and waits
+    /// until `/health` answers 200.
+    fn start(config: &Path) -> Host {
+        let port = free_port();
+        let child = glucoguard()
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("GLUCOGUARD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut host = Host {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = get_json(&format!("{}/health", host.base)) {
+                return host;
+            }
+            if let Some(status) = host.child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ =
+                    std::io::Read::read_to_string(host.child.stderr.as_mut().unwrap(), &mut err);
+                panic!("glucoguard run exited early ({status}): {err}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "glucoguard run did not answer /health within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+/// A SQLite host config with the default rule, console alerts, and a local archive that rolls
+/// only after a minute: an ingest request stays in flight until shutdown flushes the archive.
+fn run_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("glucoguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+kind = "sqlite"
+path = "g.db"
+
+[pipeline]
+max_wait_ms = 5
+
+[[rules]]
+path = "{}"
+
+[archive]
+max_age_secs = 60
+[archive.backend]
+kind = "local"
+path = "archive"
+
+[notify]
+console = true
+"#,
+            plugin_path("glucoguard_default_rule").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+const RUN_READINGS: usize = 40;
+
+/// Readings of patients 7001..=7003 every 5 min, alternately 100 and 200 mg/dL: half alert.
+fn run_readings() -> String {
+    let body: Vec<serde_json::Value> = (0..RUN_READINGS)
+        .map(|i| {
+            serde_json::from_str(&glucose_json(
+                &format!("run-{i}"),
+                7001 + (i % 3) as u64,
+                T0 + i as i64 * 5 * MIN,
+                if i % 2 == 0 { 100.0 } else { 200.0 },
+            ))
+            .unwrap()
+        })
+        .collect();
+    serde_json::to_string(&body).unwrap()
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Host::start(&run_config(dir.path()));
+    let base = host.base.clone();
+
+    let (status, health) = get_json(&format!("{base}/health")).unwrap();
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["healthy"], true, "{health}");
+    assert_eq!(health["pipeline"]["alive"], true, "{health}");
+    assert_eq!(health["store"]["kind"], "sqlite", "{health}");
+    assert_eq!(health["store"]["reachable"], true, "{health}");
+    assert_eq!(health["sinks"][0]["name"], "archive", "{health}");
+    let (status, ready) = get_json(&format!("{base}/ready")).unwrap();
+    assert_eq!((status, &ready["ready"]), (200, &true.into()), "{ready}");
+
+    // The request waits for the archive (a minute), so it is in flight when SIGTERM comes.
+    let url = format!("{base}/api/ingest");
+    let request = std::thread::spawn(move || {
+        let mut resp = agent()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(run_readings())
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap())
+    });
+    let started = Instant::now();
+    let health = loop {
+        let (_, stats) = get_json(&format!("{base}/api/stats")).unwrap();
+        if stats["items"] == RUN_READINGS {
+            break get_json(&format!("{base}/health")).unwrap().1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the pipeline did not take the readings: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Processed, stored, not yet acknowledged: the archive holds them.
+    assert!(!request.is_finished(), "the answer waits for the archive");
+    assert!(
+        health["pipeline"]["unacked_batches"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+    assert!(
+        health["pipeline"]["oldest_unacked_age_ms"].is_u64(),
+        "{health}"
+    );
+    assert!(
+        health["sinks"][0]["pending_rows"].as_u64().unwrap() > 0,
+        "{health}"
+    );
+
+    let stdout = drain(host.child.stdout.take().unwrap());
+    let stderr = drain(host.child.stderr.take().unwrap());
+    host.signal("-TERM");
+    let exit = wait_exit(&mut host.child, Duration::from_secs(30));
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert_eq!(exit.code(), Some(0), "exit {exit}: {stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let (status, answer) = request.join().unwrap();
+    assert_eq!(
+        status, 200,
+        "the in-flight request got its answer: {answer}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["accepted"], RUN_READINGS, "{answer}");
+
+    // Everything posted is in the store.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let counts = rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
+        store.counts().await.unwrap()
+    });
+    assert_eq!(counts.glucose_readings, RUN_READINGS as u64);
+    assert_eq!(counts.alerts, (RUN_READINGS / 2) as u64);
+
+    // The console printed alerts without patient data, each id once.
+    let alerts: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ALERT ")).collect();
+    assert!(!alerts.is_empty(), "{stdout}");
+    let mut ids = std::collections::HashSet::new();
+    for line in &alerts {
+        let id = line.rsplit_once(" id=").expect("id= is the last field").1;
+        assert!(ids.insert(id.to_owned()), "{id} notified twice: {stdout}");
+        let (head, _) = line
+            .split_once(" patient~")
+            .unwrap_or_else(|| panic!("no patient alias in {line}"));
+        assert!(!head.contains("700"), "a patient id in {line}");
+        assert!(!head.contains("200"), "a value in {line}");
+    }
+}
+
+#[test]
+fn sigint_drains_and_exits_zero_like_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Host::start(&run_config(dir.path()));
+    let stderr = drain(host.child.stderr.take().unwrap());
+    drop(host.child.stdout.take());
+    host.signal("-INT");
+    let exit = wait_exit(&mut host.child, Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert_eq!(exit.code(), Some(0), "exit {exit}: {stderr}");
+    assert!(stderr.contains("SIGINT"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_release_clears_a_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let config = dir.path().join("glucoguard.toml");
+    std::fs::write(&config, "[store]\nkind = \"sqlite\"\npath = \"g.db\"\n").unwrap();
+    let store = SqliteStore::open(&db).await.unwrap();
+    let rule = load(&engine(), "glucoguard_default_rule");
+    store
+        .put_rule_version(
+            rule.info(),
+            rule.sha256(),
+            &plugin("glucoguard_default_rule"),
+        )
+        .await
+        .unwrap();
+    let quarantine = glucoguard::store::WriteBatch {
+        quarantined: vec![(rule.rule_ref(), "3 faulty calls in a row".to_owned())],
+        ..Default::default()
+    };
+    store.write_batch(&quarantine).await.unwrap();
+    let reason = |versions: Vec<glucoguard::store::RuleVersionRecord>| {
+        versions
+            .into_iter()
+            .find(|v| v.info.rule_ref() == rule.rule_ref())
+            .unwrap()
+            .quarantine_reason
+    };
+    assert!(reason(store.rule_versions().await.unwrap()).is_some());
+
+    let release = |target: String| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            glucoguard()
+                .args(["rules", "release", &target, "--config"])
+                .arg(&config)
+                .output()
+                .unwrap()
+        })
+    };
+    let name = rule.rule_ref().to_string();
+    let out = release(name.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("released {name} from quarantine"))
+            && stdout.contains("3 faulty calls in a row"),
+        "{stdout}"
+    );
+    assert_eq!(reason(store.rule_versions().await.unwrap()), None);
+
+    // Not quarantined any more, an unknown version, not NAME@VERSION: refused, clearly.
+    let out = release(name.clone()).await.unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("is not quarantined"),
+        "{e}"
+    );
+    let out = release(format!("{}@9.9.9", rule.info().name))
+        .await
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && e.contains("is not in the store")
+            && e.contains(&rule.info().version),
+        "{e}"
+    );
+    let out = release("no-version".to_owned()).await.unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("NAME@VERSION"), "{e}");
 }

@@ -69,7 +69,12 @@ fn wasm_and_native_default_rule_agree_on_a_simulated_data_set() {
         .filter_map(|l| {
             let r = parse::parse_reading(l.as_bytes()).unwrap();
             match r.body {
-                Body::Glucose(g) => Some((r.id, g.patient_id, r.at_ms, g.mg_dl)),
+                Body::Glucose(g) => Some((
+                    parse::given_reading_id(&r.id).to_owned(),
+                    g.patient_id,
+                    r.at_ms,
+                    g.mg_dl,
+                )),
                 Body::Device(_) => None,
             }
         })

@@ -1,6 +1,6 @@
 //! HTTP ingest and the admin API over a real socket: the simulator's HTTP publisher streams
 //! into `POST /api/ingest`; invalid items are reported and dead-lettered; dimension data
-//! arrives through `POST /api/dimensions`.
+//! arrives through `POST /api/dimensions`; `/health` and `/ready` say when the host is down.
 
 use crate::support::*;
 use glucoguard::app;
@@ -178,4 +178,65 @@ async fn dimension_data_from_the_simulator_lands_in_the_store() {
         "{err}"
     );
     app.handle.shutdown().await;
+}
+
+fn get(url: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ready_answer_503_once_the_pipeline_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app::start(&config(&dir.path().join("g.db"))).await.unwrap();
+    let base = format!("http://{}", app.http.unwrap());
+    let b = base.clone();
+    let (health, ready) = tokio::task::spawn_blocking(move || {
+        (get(&format!("{b}/health")), get(&format!("{b}/ready")))
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.0, 200, "{}", health.1);
+    assert_eq!(health.1["pipeline"]["alive"], true);
+    assert_eq!(health.1["pipeline"]["queued_items"], 0);
+    assert_eq!(
+        ready,
+        (200, serde_json::json!({ "ready": true, "reasons": [] }))
+    );
+
+    // The HTTP listener outlives the pipeline here (as it would after a crash).
+    app.handle.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), app.pipeline)
+        .await
+        .expect("drains")
+        .unwrap();
+    let (health, ready) = tokio::task::spawn_blocking(move || {
+        (
+            get(&format!("{base}/health")),
+            get(&format!("{base}/ready")),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert_eq!(health.1["healthy"], false);
+    assert_eq!(health.1["pipeline"]["alive"], false);
+    assert_eq!(health.1["store"]["reachable"], true);
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert_eq!(ready.1["ready"], false);
+    assert!(
+        ready.1["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("the pipeline is not running"),
+        "{}",
+        ready.1
+    );
 }

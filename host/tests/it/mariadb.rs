@@ -176,6 +176,16 @@ async fn recent_readings_cover_the_lookback() {
 }
 
 #[tokio::test]
+async fn readings_are_found_by_id_and_new_alerts_reported_once() {
+    on_mariadb(store::readings_are_found_by_id_and_new_alerts_reported_once).await;
+}
+
+#[tokio::test]
+async fn a_retried_batch_stores_its_rule_faults_once() {
+    on_mariadb(store::a_retried_batch_stores_its_rule_faults_once).await;
+}
+
+#[tokio::test]
 async fn rule_versions_are_immutable() {
     on_mariadb(store::rule_versions_are_immutable).await;
 }
@@ -475,7 +485,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
     assert_eq!(counts.alerts, N as u64, "one alert per reading");
     let check = db.store().await;
     let (rows, distinct, ours): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT ReadingID), COUNT(CASE WHEN ReadingID LIKE 'f%' THEN 1 END) FROM GlucoseReadings",
+        "SELECT COUNT(*), COUNT(DISTINCT ReadingID), COUNT(CASE WHEN ReadingID LIKE 'g:%:f%' THEN 1 END) FROM GlucoseReadings",
     )
     .fetch_one(check.pool())
     .await

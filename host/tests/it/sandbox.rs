@@ -55,17 +55,172 @@ fn a_rule_that_loops_forever_times_out_and_is_quarantined() {
     );
     assert_eq!(
         eval.faults.len(),
-        3,
-        "batch, retry, then the first isolated reading: quarantine at 3"
+        8,
+        "one fault per reading it could not evaluate"
     );
-    assert_eq!(eval.quarantined.len(), 1);
+    assert_eq!(
+        eval.poison.len(),
+        8,
+        "each of them is a dead letter naming the rule"
+    );
+    assert!(
+        eval.poison
+            .iter()
+            .all(|d| d.reason.contains("loop-forever"))
+    );
+    assert_eq!(
+        eval.quarantined.len(),
+        1,
+        "faulting on every reading quarantines"
+    );
     let looping = &set.rules()[0];
     assert!(looping.quarantined().unwrap().contains("timeout"));
-    assert_eq!(looping.metrics().errors["timeout"], 3);
+    assert_eq!(looping.metrics().errors["timeout"], 8);
     // The host keeps going; the quarantined rule is skipped from now on.
     let eval = set.evaluate(&readings, &h);
     assert_eq!(default_alerts(&eval), 8);
     assert!(eval.faults.is_empty());
+}
+
+/// Readings of `n` at 150 mg/dL with 333 (poison for `trap-on-poison`) at `poison`.
+fn with_poison(n: usize, poison: &[usize]) -> (Vec<Reading>, History) {
+    batch(n, |i| if poison.contains(&i) { 333.0 } else { 150.0 })
+}
+
+fn trap_set() -> RuleSet {
+    let e = engine();
+    RuleSet::new(vec![
+        active(&e, "trap_on_poison", &[]),
+        active(&e, "glucoguard_default_rule", &[("high_mg_dl", 40.0)]),
+    ])
+}
+
+fn trap_alerts(eval: &glucoguard::engine::Evaluation) -> usize {
+    eval.alerts
+        .iter()
+        .filter(|a| a.rule.name == "trap-on-poison")
+        .count()
+}
+
+#[test]
+fn one_poison_reading_never_quarantines_wherever_it_sits_in_the_batch() {
+    for n in [1usize, 2, 3, 10, 64] {
+        for at in [0, n / 2, n - 1] {
+            let mut set = trap_set();
+            let (readings, h) = with_poison(n, &[at]);
+            let eval = set.evaluate(&readings, &h);
+            assert!(
+                set.rules()[0].quarantined().is_none(),
+                "poison at {at} of {n} quarantined the rule"
+            );
+            assert_eq!(eval.poison.len(), 1, "poison at {at} of {n}");
+            assert_eq!(eval.faults.len(), 1, "the poison reading counts once");
+            assert_eq!(set.rules()[0].metrics().errors["trap"], 1);
+            assert_eq!(trap_alerts(&eval), n - 1, "every other reading evaluated");
+            assert_eq!(default_alerts(&eval), n);
+        }
+    }
+}
+
+#[test]
+fn poison_at_the_end_of_one_batch_and_the_start_of_the_next_does_not_quarantine() {
+    let mut set = trap_set();
+    let (first, h1) = with_poison(10, &[9]);
+    let eval = set.evaluate(&first, &h1);
+    assert_eq!((eval.poison.len(), trap_alerts(&eval)), (1, 9));
+    let (second, h2) = with_poison(10, &[0]);
+    let eval = set.evaluate(&second, &h2);
+    assert_eq!((eval.poison.len(), trap_alerts(&eval)), (1, 9));
+    assert!(set.rules()[0].quarantined().is_none());
+    // A steady trickle of poison among good readings never quarantines either.
+    for _ in 0..20 {
+        let (b, h) = with_poison(10, &[3]);
+        set.evaluate(&b, &h);
+    }
+    assert!(set.rules()[0].quarantined().is_none());
+}
+
+#[test]
+fn a_rule_faulting_on_every_other_reading_is_quarantined() {
+    let mut set = trap_set();
+    let mut quarantined_after = None;
+    for round in 0..10 {
+        // Alternating batches: all poison, then all good.
+        let (b, h) = if round % 2 == 0 {
+            with_poison(4, &[0, 1, 2, 3])
+        } else {
+            with_poison(4, &[])
+        };
+        let eval = set.evaluate(&b, &h);
+        assert_eq!(default_alerts(&eval), 4, "the other rule is unaffected");
+        if !eval.quarantined.is_empty() {
+            quarantined_after = Some(round);
+            break;
+        }
+    }
+    assert_eq!(quarantined_after, Some(0), "four of four readings faulted");
+    let mut set = trap_set();
+    for round in 0..40 {
+        // Every other batch fails whole: a consecutive-fault count would never quarantine.
+        let (b, h) = with_poison(2, if round % 2 == 0 { &[0, 1] } else { &[] });
+        set.evaluate(&b, &h);
+    }
+    assert!(
+        set.rules()[0].quarantined().is_some(),
+        "half its readings faulting marks the rule faulty, even interleaved with good batches"
+    );
+}
+
+#[test]
+fn isolating_a_batch_that_always_faults_costs_a_bounded_number_of_calls() {
+    let e = engine();
+    let mut set = RuleSet::new(vec![active(&e, "trap_on_poison", &[])]);
+    let (readings, h) = batch(1024, |_| 333.0);
+    let eval = set.evaluate(&readings, &h);
+    let rule = &set.rules()[0];
+    let limit = test_engine_config().max_faulty_calls_per_batch as u64;
+    assert!(
+        rule.metrics().calls <= limit,
+        "{} calls for one batch (limit {limit})",
+        rule.metrics().calls
+    );
+    assert_eq!(
+        eval.poison.len(),
+        1024,
+        "every reading is accounted for as a dead letter"
+    );
+    assert!(
+        eval.poison
+            .iter()
+            .any(|d| d.reason.contains("not evaluated")),
+        "the readings left when the budget ran out say so"
+    );
+    assert!(rule.quarantined().is_some());
+}
+
+#[test]
+fn a_rule_returning_non_finite_values_is_refused() {
+    let mut set = set_with("non_finite_value");
+    // 150 gets a finite value, 250 NaN, 350 infinity.
+    let (readings, h) = batch(3, |i| [150.0, 250.0, 350.0][i]);
+    let eval = set.evaluate(&readings, &h);
+    assert_eq!(default_alerts(&eval), 3, "the other rule is unaffected");
+    let values: Vec<f64> = eval
+        .alerts
+        .iter()
+        .filter(|a| a.rule.name == "non-finite-value")
+        .filter_map(|a| a.value)
+        .collect();
+    assert_eq!(values, vec![150.0], "only the finite value got through");
+    assert_eq!(eval.poison.len(), 2);
+    assert!(
+        eval.faults
+            .iter()
+            .all(|f| f.kind == glucoguard::model::FaultKind::InvalidOutput
+                && f.detail.contains("finite")),
+        "{:?}",
+        eval.faults
+    );
 }
 
 #[test]
@@ -110,10 +265,10 @@ fn a_poison_reading_is_isolated_to_dead_letters_and_the_rest_still_evaluated() {
         9,
         "every other reading evaluated by the trapping rule: {trap_alerted:?}"
     );
-    assert!(!trap_alerted.contains(&"r6"));
+    assert!(!trap_alerted.iter().any(|id| id.ends_with(":r6")));
     assert_eq!(eval.poison.len(), 1);
     assert!(
-        eval.poison[0].payload.contains("\"r6\""),
+        eval.poison[0].payload.contains(":r6\""),
         "{}",
         eval.poison[0].payload
     );

@@ -108,14 +108,96 @@ pub(crate) async fn recent_readings_cover_the_lookback(store: Arc<dyn Store>) {
         ..WriteBatch::default()
     };
     store.write_batch(&b).await.unwrap();
-    let recent = store.recent_readings(5 * MIN).await.unwrap();
-    let ids: Vec<&str> = recent.iter().map(|r| r.id.as_str()).collect();
+    // A reading stamped a year ahead (stored before skew checks existed) is ignored when
+    // `not_after` excludes it, so it cannot move the lookback of the others.
+    let ahead = WriteBatch {
+        readings: vec![glucose("ahead", 1, T0 + 365 * 24 * 60 * MIN, 100.0)],
+        received_at_ms: 1,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&ahead).await.unwrap();
+    let recent = store.recent_readings(5 * MIN, T0 + 60 * MIN).await.unwrap();
+    let ids: Vec<&str> = recent
+        .iter()
+        .map(|r| glucoguard::model::parse::given_reading_id(&r.id))
+        .collect();
     assert_eq!(
         ids,
         vec!["g15", "g16", "g17", "g18", "g19"],
         "(newest - lookback, newest], oldest first"
     );
     assert_eq!(recent[0], b.readings[15], "readings round-trip exactly");
+    let with_ahead = store.recent_readings(5 * MIN, i64::MAX).await.unwrap();
+    assert_eq!(
+        with_ahead.len(),
+        1,
+        "only the far-future reading is within 5 min of itself"
+    );
+}
+
+pub(crate) async fn readings_are_found_by_id_and_new_alerts_reported_once(store: Arc<dyn Store>) {
+    let mut b = WriteBatch {
+        readings: vec![glucose("a", 1, T0, 150.0), glucose("b", 2, T0 + MIN, 90.0)],
+        alerts: vec![(test_alert("g:1001:a", T0, 150.0), AlertStatus::Open)],
+        received_at_ms: 1,
+        ..WriteBatch::default()
+    };
+    let first = store.write_batch(&b).await.unwrap();
+    assert_eq!(
+        first.new_alert_ids.len(),
+        1,
+        "a new alert is reported as new"
+    );
+    let again = store.write_batch(&b).await.unwrap();
+    assert!(
+        again.new_alert_ids.is_empty(),
+        "a replayed alert is not new"
+    );
+    b.alerts.push((
+        test_alert("g:1002:b", T0 + MIN, 90.0),
+        AlertStatus::Suppressed,
+    ));
+    let third = store.write_batch(&b).await.unwrap();
+    assert_eq!(third.new_alert_ids.len(), 1);
+    let ids = [
+        b.readings[0].id.as_str(),
+        "g:9:nope",
+        b.readings[1].id.as_str(),
+    ];
+    let mut found = store.readings_by_id(&ids).await.unwrap();
+    found.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(found, b.readings, "found by id, content as written");
+    let notified = store.notified_alerts_since(T0 - 1).await.unwrap();
+    assert_eq!(notified.len(), 1, "the suppressed alert was not notified");
+    assert_eq!(notified[0].id, b.alerts[0].0.id);
+    assert!(
+        store.notified_alerts_since(T0).await.unwrap().is_empty(),
+        "strictly after"
+    );
+}
+
+pub(crate) async fn a_retried_batch_stores_its_rule_faults_once(store: Arc<dyn Store>) {
+    let fault = glucoguard::model::RuleFault {
+        rule: glucoguard::model::RuleRef {
+            name: "r".into(),
+            version: "1".into(),
+        },
+        kind: FaultKind::Trap,
+        detail: "boom".into(),
+        at_ms: T0,
+    };
+    let b = WriteBatch {
+        faults: vec![fault.clone(), fault],
+        received_at_ms: 7,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&b).await.unwrap();
+    store.write_batch(&b).await.unwrap();
+    assert_eq!(
+        store.counts().await.unwrap().rule_faults,
+        2,
+        "two faults of one batch are two rows; the retry adds none"
+    );
 }
 
 pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
@@ -347,7 +429,7 @@ pub(crate) async fn large_batches_are_written_whole(store: Arc<dyn Store>) {
         (N as u64, N as u64, 400)
     );
     assert_eq!(store.alerts(u32::MAX).await.unwrap().len(), N as usize);
-    let recent = store.recent_readings(N * 1000).await.unwrap();
+    let recent = store.recent_readings(N * 1000, i64::MAX).await.unwrap();
     assert_eq!(recent.len(), N as usize);
     assert_eq!(recent.last().unwrap(), b.readings.last().unwrap());
 }
@@ -374,11 +456,11 @@ pub(crate) async fn ids_compare_exactly(store: Arc<dyn Store>) {
     let c = store.counts().await.unwrap();
     assert_eq!((c.glucose_readings, c.alerts), (4, 4));
     let mut stored: Vec<String> = store
-        .recent_readings(MIN * 10)
+        .recent_readings(MIN * 10, i64::MAX)
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.id)
+        .map(|r| glucoguard::model::parse::given_reading_id(&r.id).to_owned())
         .collect();
     stored.sort();
     let mut expected: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
@@ -423,7 +505,12 @@ pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Sto
             assert!(rows.len() <= page as usize);
             let Some(last) = rows.last() else { break };
             cursor = last.cursor(&last.item.id);
-            seen.extend(rows.iter().map(|r| (r.received_at_ms, r.item.id.clone())));
+            seen.extend(rows.iter().map(|r| {
+                (
+                    r.received_at_ms,
+                    glucoguard::model::parse::given_reading_id(&r.item.id).to_owned(),
+                )
+            }));
         }
         let expected: Vec<(i64, String)> = [
             (100, "a"),
@@ -445,7 +532,7 @@ pub(crate) async fn pages_since_a_cursor_cover_every_row_once(store: Arc<dyn Sto
     assert_eq!(
         from_200
             .iter()
-            .map(|r| r.item.id.as_str())
+            .map(|r| glucoguard::model::parse::given_reading_id(&r.item.id))
             .collect::<Vec<_>>(),
         ["e", "f"]
     );
@@ -571,6 +658,18 @@ async fn sqlite_dimensions_are_upserted_in_one_transaction() {
 async fn sqlite_large_batches_are_written_whole() {
     let (s, _d) = sqlite().await;
     large_batches_are_written_whole(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_readings_are_found_by_id_and_new_alerts_reported_once() {
+    let (s, _d) = sqlite().await;
+    readings_are_found_by_id_and_new_alerts_reported_once(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_retried_batch_stores_its_rule_faults_once() {
+    let (s, _d) = sqlite().await;
+    a_retried_batch_stores_its_rule_faults_once(s).await;
 }
 
 #[tokio::test]

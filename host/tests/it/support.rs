@@ -161,9 +161,7 @@ pub fn sqlite_host_config(
     rules: Vec<glucoguard::config::RuleConfig>,
 ) -> glucoguard::config::Config {
     glucoguard::config::Config {
-        store: glucoguard::config::StoreConfig::Sqlite {
-            path: db.to_path_buf(),
-        },
+        store: glucoguard::config::StoreConfig::sqlite(db),
         engine: test_engine_config(),
         pipeline: glucoguard::pipeline::PipelineConfig {
             max_batch,

@@ -1,0 +1,6 @@
+-- Rule faults get a key derived from the fault and its batch, so a retried batch write stores
+-- each fault once (the auto-increment FaultID alone made a replay insert it again). Alerts get
+-- an event-time index for rebuilding the suppression state on start.
+ALTER TABLE RuleFaults ADD COLUMN FaultKey TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS RuleFaults_key ON RuleFaults (FaultKey);
+CREATE INDEX IF NOT EXISTS Alerts_time ON Alerts (TimestampMs);
