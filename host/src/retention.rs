@@ -3,7 +3,8 @@
 //! alerts and their lifecycle stay in the OLTP store.
 //!
 //! `glucoguard retention apply` runs one pass; `app::start` runs [`spawn`] when `[retention]`
-//! is configured: a pass at start, then one every `every`.
+//! is configured: a pass at start, then one every `every`. A pass never deletes a reading the
+//! archive has not confirmed: it is bounded by the archive's cursor in the store.
 
 use crate::config::RetentionConfig;
 use crate::model::{EpochMs, now_ms};
@@ -17,13 +18,24 @@ pub fn cut_ms(now_ms: EpochMs, max_age: Duration) -> EpochMs {
     now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// One retention pass at `now_ms`.
+/// The storage sink whose confirmed position bounds retention.
+pub const ARCHIVE_SINK: &str = "archive";
+
+/// One retention pass at `now_ms`: readings older than `max_age` that the archive has
+/// confirmed (received before its cursor) leave the store; nothing before the archive has
+/// confirmed anything.
 pub async fn apply(
     store: &dyn Store,
     max_age: Duration,
     now_ms: EpochMs,
 ) -> Result<Purged, StoreError> {
-    let purged = store.purge_readings_before(cut_ms(now_ms, max_age)).await?;
+    let Some(archived) = store.sink_cursor(ARCHIVE_SINK).await? else {
+        tracing::warn!("retention skipped: the archive has not confirmed any reading yet");
+        return Ok(Purged::default());
+    };
+    let purged = store
+        .purge_readings_before(cut_ms(now_ms, max_age), Some(&archived))
+        .await?;
     tracing::info!(
         glucose_readings = purged.glucose_readings,
         device_readings = purged.device_readings,

@@ -172,6 +172,7 @@ fn bench(args: &[String]) -> Result<()> {
         ("glucoguard", "rules"),
         ("glucoguard", "ingest"),
         ("glucoguard", "sinks"),
+        ("glucoguard", "core"),
         ("glucoguard-simulator", "generate"),
     ] {
         run(cargo()

@@ -95,6 +95,13 @@ pub struct SinkBacklog {
     pub failures: u64,
     /// The sink's latest attempt failed and it is retrying.
     pub failing: bool,
+    /// The sink has confirmed everything the store held at its last look (sinks are fed
+    /// from the store after the readings were acknowledged, so a sink that is down only
+    /// falls behind).
+    pub caught_up: bool,
+    /// How far behind now the newest row the sink confirmed was received (none confirmed
+    /// yet: `None`).
+    pub confirmed_lag_ms: Option<u64>,
 }
 
 /// `GET /ready`: whether the host takes readings now.
@@ -129,15 +136,23 @@ fn status(ok: bool) -> StatusCode {
 async fn health(State(s): State<AdminState>) -> (StatusCode, Json<Health>) {
     let pipeline = s.pipeline.health();
     let store = ping(s.store.as_ref()).await;
+    let feeds = s.pipeline.feeds();
     let sinks = s
         .pipeline
         .sinks()
         .into_iter()
-        .map(|k| SinkBacklog {
-            name: k.name,
-            pending_rows: k.pending_rows,
-            failures: k.failures,
-            failing: k.last_error.is_some(),
+        .map(|k| {
+            let feed = feeds.iter().find(|f| f.sink == k.name);
+            SinkBacklog {
+                name: k.name,
+                pending_rows: k.pending_rows,
+                failures: k.failures + feed.map_or(0, |f| f.failures),
+                failing: k.last_error.is_some() || feed.is_some_and(|f| f.last_error.is_some()),
+                caught_up: feed.is_some_and(|f| f.caught_up),
+                confirmed_lag_ms: feed
+                    .filter(|f| f.confirmed_received_at_ms > 0)
+                    .map(|f| (crate::model::now_ms() - f.confirmed_received_at_ms).max(0) as u64),
+            }
         })
         .collect();
     let healthy = pipeline.alive && store.reachable;
@@ -178,8 +193,27 @@ async fn stats(State(s): State<AdminState>) -> Json<crate::pipeline::PipelineSta
     Json(s.pipeline.stats())
 }
 
-async fn sinks(State(s): State<AdminState>) -> Json<Vec<crate::sinks::SinkStatus>> {
-    Json(s.pipeline.sinks())
+/// `GET /api/sinks`: each storage sink's own counters and how far it has caught up with
+/// the store.
+#[derive(Debug, Serialize)]
+pub struct SinkReport {
+    #[serde(flatten)]
+    pub status: crate::sinks::SinkStatus,
+    pub feed: Option<crate::pipeline::feed::FeedStatus>,
+}
+
+async fn sinks(State(s): State<AdminState>) -> Json<Vec<SinkReport>> {
+    let feeds = s.pipeline.feeds();
+    Json(
+        s.pipeline
+            .sinks()
+            .into_iter()
+            .map(|status| SinkReport {
+                feed: feeds.iter().find(|f| f.sink == status.name).cloned(),
+                status,
+            })
+            .collect(),
+    )
 }
 
 async fn counts(State(s): State<AdminState>) -> Result<Json<crate::store::Counts>, ApiError> {

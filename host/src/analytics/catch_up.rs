@@ -95,7 +95,7 @@ impl Analytics {
         Ok(done)
     }
 
-    async fn start_cursor(&self, table: Table) -> Result<Cursor, AnalyticsError> {
+    pub(crate) async fn start_cursor(&self, table: Table) -> Result<Cursor, AnalyticsError> {
         let newest: Option<EpochMs> = self.blocking(move |a| a.newest_received(table)).await?;
         Ok(newest.map(Cursor::at).unwrap_or_default())
     }

@@ -11,7 +11,7 @@
 //! (backpressure). A failed commit keeps its batches queued, in order, and is retried with
 //! backoff: nothing is acknowledged that is not committed, and nothing is dropped.
 
-use super::{Analytics, AnalyticsError};
+use super::{Analytics, AnalyticsError, Table};
 use crate::model::batch::WriteBatch;
 use crate::sinks::{BoxFuture, Durable, SinkError, SinkStatus, StorageSink, lock, wait_drained};
 use std::collections::VecDeque;
@@ -154,6 +154,25 @@ impl AnalyticsSink {
 impl StorageSink for AnalyticsSink {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// DuckDB is its own record: resume at the newest receive time it holds, per table.
+    fn resume_cursor(
+        &self,
+    ) -> crate::sinks::BoxFuture<'_, Result<Option<crate::model::batch::FeedCursor>, SinkError>>
+    {
+        Box::pin(async move {
+            let a = &self.inner.analytics;
+            let err = |e: AnalyticsError| SinkError {
+                sink: NAME,
+                message: e.to_string(),
+            };
+            Ok(Some(crate::model::batch::FeedCursor {
+                glucose: a.start_cursor(Table::GlucoseReadings).await.map_err(err)?,
+                device: a.start_cursor(Table::DeviceReadings).await.map_err(err)?,
+                alerts: a.start_cursor(Table::Alerts).await.map_err(err)?,
+            }))
+        })
     }
 
     fn status(&self) -> SinkStatus {

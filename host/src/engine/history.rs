@@ -109,6 +109,24 @@ impl History {
         id: u64,
         value: f64,
     ) -> bool {
+        let inserted = self.insert_untrimmed(subject, at_ms, id, value);
+        if inserted {
+            self.trim(subject);
+        }
+        inserted
+    }
+
+    /// Records a reading without trimming the subject's history yet: a batch inserts all of
+    /// its readings this way, is evaluated, and only then [`trim`](Self::trim)s, so a batch
+    /// that spans more than the retention still sees its own readings (a backfill or a
+    /// replay after an outage is evaluated like a backtest).
+    pub fn insert_untrimmed(
+        &mut self,
+        subject: SubjectKey,
+        at_ms: EpochMs,
+        id: u64,
+        value: f64,
+    ) -> bool {
         let points = self.subjects.entry(subject).or_default();
         let p = Point { at_ms, id, value };
         let inserted = match points.back() {
@@ -135,16 +153,25 @@ impl History {
         };
         if inserted {
             self.len += 1;
-            if let (Some(keep), Some(newest)) = (self.retention_ms, points.back().map(|q| q.at_ms))
-            {
-                let horizon = newest - keep;
-                while points.front().is_some_and(|q| q.at_ms <= horizon) {
-                    points.pop_front();
-                    self.len -= 1;
-                }
-            }
         }
         inserted
+    }
+
+    /// Drops the subject's readings older than the retention behind its newest one.
+    pub fn trim(&mut self, subject: SubjectKey) {
+        let Some(keep) = self.retention_ms else {
+            return;
+        };
+        let Some(points) = self.subjects.get_mut(&subject) else {
+            return;
+        };
+        if let Some(newest) = points.back().map(|q| q.at_ms) {
+            let horizon = newest - keep;
+            while points.front().is_some_and(|q| q.at_ms <= horizon) {
+                points.pop_front();
+                self.len -= 1;
+            }
+        }
     }
 
     /// Number of subjects held.
@@ -338,6 +365,21 @@ mod tests {
             2,
             "later reading not in earlier window"
         );
+    }
+
+    #[test]
+    fn untrimmed_inserts_keep_a_whole_batch_until_it_is_trimmed() {
+        let mut h = History::new(Some(10 * MIN));
+        for i in 0..100 {
+            h.insert_untrimmed(P, i * MIN, id_hash(&i.to_string()), 100.0);
+        }
+        assert_eq!(
+            h.window(P, 5 * MIN, 10 * MIN).count,
+            6,
+            "early readings still see theirs"
+        );
+        h.trim(P);
+        assert_eq!(h.len(), 10);
     }
 
     #[test]

@@ -48,3 +48,30 @@ impl WriteBatch {
             && self.quarantined.is_empty()
     }
 }
+
+/// A keyset position in the order (received time, id). A page of rows "since" a cursor holds
+/// the rows strictly after it; `Cursor::default()` starts at the beginning, and
+/// `Cursor::at(t)` at the first row received at `t`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cursor {
+    pub received_at_ms: EpochMs,
+    pub id: String,
+}
+
+impl Cursor {
+    /// Just before the first row received at `received_at_ms` (ids are never empty).
+    pub fn at(received_at_ms: EpochMs) -> Self {
+        Cursor {
+            received_at_ms,
+            id: String::new(),
+        }
+    }
+}
+
+/// A downstream copy's position in each of the store's three streams.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedCursor {
+    pub glucose: Cursor,
+    pub device: Cursor,
+    pub alerts: Cursor,
+}

@@ -6,6 +6,7 @@
 //! nothing is dropped), handed to notifiers, and only then acknowledged to their source.
 //! Rule-set changes are applied between batches, so no batch sees half a rule set.
 
+pub mod feed;
 pub mod rules;
 
 use crate::engine::history::History;
@@ -13,7 +14,7 @@ use crate::engine::{Evaluation, RuleMetrics, RuleSet};
 use crate::model::{
     Alert, DeadLetter, EpochMs, Reading, ReadingKind, RuleRef, Severity, SubjectKey, now_ms, parse,
 };
-use crate::sinks::{Durable, Notifier, StorageSink};
+use crate::sinks::{Notifier, StorageSink};
 use crate::sources::Ack;
 use crate::sources::{EmbeddedSource, SourceItem};
 use crate::store::{AlertStatus, Store, WriteBatch, WriteOutcome};
@@ -123,8 +124,8 @@ pub struct PipelineHealth {
     pub unacked_batches: usize,
 }
 
-/// Batches handed to the sinks and not yet durable everywhere: sequence → when processed.
-type Unacked = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, EpochMs>>>;
+/// Batches taken from the queue and not yet acknowledged: receive time → receive time.
+type Unacked = Arc<std::sync::Mutex<std::collections::BTreeMap<EpochMs, EpochMs>>>;
 
 /// Steers a running pipeline: feeds it, changes its rules, watches it, stops it.
 #[derive(Clone)]
@@ -136,6 +137,7 @@ pub struct PipelineHandle {
     storage: Vec<Arc<dyn StorageSink>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     unacked: Unacked,
+    feeds: Vec<Arc<std::sync::Mutex<feed::FeedStatus>>>,
 }
 
 impl std::fmt::Debug for PipelineHandle {
@@ -150,9 +152,17 @@ impl PipelineHandle {
         EmbeddedSource::new(self.input.clone(), origin)
     }
 
-    /// Each storage sink's status, in the order batches are handed to them.
+    /// Each storage sink's status.
     pub fn sinks(&self) -> Vec<crate::sinks::SinkStatus> {
         self.storage.iter().map(|s| s.status()).collect()
+    }
+
+    /// How far each storage sink has caught up with the store.
+    pub fn feeds(&self) -> Vec<feed::FeedStatus> {
+        self.feeds
+            .iter()
+            .map(|f| f.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
     }
 
     /// The raw input queue, for sources that run as their own task.
@@ -209,112 +219,6 @@ impl PipelineHandle {
     }
 }
 
-/// The acknowledgements of one batch, released when every storage sink has completed its
-/// part. Only completions count: a handle dropped uncompleted (by a sink that failed and was
-/// retried with a fresh handle, or that never made the batch durable) releases nothing, so
-/// a batch is acknowledged once and only when it is durable everywhere: at-least-once.
-/// A later duplicate of one of its readings [attaches](AckGroup::attach) its own ack here,
-/// so it is not acknowledged before the original is durable.
-struct AckGroup {
-    /// `None` once released.
-    acks: std::sync::Mutex<Option<Vec<Ack>>>,
-    pending: std::sync::atomic::AtomicUsize,
-    seq: u64,
-    unacked: Unacked,
-}
-
-impl AckGroup {
-    fn new(acks: Vec<Ack>, sinks: usize, seq: u64, unacked: Unacked) -> Arc<Self> {
-        unacked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, now_ms());
-        let group = Arc::new(AckGroup {
-            acks: std::sync::Mutex::new(Some(acks)),
-            pending: sinks.into(),
-            seq,
-            unacked,
-        });
-        if sinks == 0 {
-            group.release();
-        }
-        group
-    }
-
-    fn durable(self: &Arc<Self>) -> Durable {
-        let group = self.clone();
-        Durable::new(move || {
-            if group
-                .pending
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-                == 1
-            {
-                group.release();
-            }
-        })
-    }
-
-    /// Acknowledges `ack` with this batch: now if it is already released, else on release.
-    fn attach(&self, ack: Ack) {
-        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        match acks.as_mut() {
-            Some(v) => v.push(ack),
-            None => {
-                drop(acks);
-                ack.ack();
-            }
-        }
-    }
-
-    fn is_released(&self) -> bool {
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-    }
-
-    fn release(&self) {
-        let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.unacked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.seq);
-        for ack in acks.into_iter().flatten() {
-            ack.ack();
-        }
-    }
-}
-
-/// The batches whose readings are not yet durable everywhere, by reading id, so that a
-/// duplicate arriving meanwhile is acknowledged with its original. Entries of released
-/// batches are dropped as the map grows.
-#[derive(Default)]
-struct InFlight {
-    by_id: HashMap<String, std::sync::Weak<AckGroup>>,
-    pruned_at: usize,
-}
-
-impl InFlight {
-    fn insert(&mut self, id: &str, group: &Arc<AckGroup>) {
-        self.by_id.insert(id.to_owned(), Arc::downgrade(group));
-        if self.by_id.len() > 2 * self.pruned_at.max(4096) {
-            self.by_id
-                .retain(|_, g| g.upgrade().is_some_and(|g| !g.is_released()));
-            self.by_id.shrink_to(self.by_id.len() * 2);
-            self.pruned_at = self.by_id.len();
-        }
-    }
-
-    /// Acknowledges a duplicate of `id`: with its original's batch while that is in flight,
-    /// else at once (the original is durable everywhere).
-    fn ack_duplicate(&self, id: &str, ack: Ack) {
-        match self.by_id.get(id).and_then(std::sync::Weak::upgrade) {
-            Some(group) => group.attach(ack),
-            None => ack.ack(),
-        }
-    }
-}
-
 /// Suppression state: the last notified alert per (subject, rule, code).
 type SuppressKey = (SubjectKey, String, String);
 
@@ -332,8 +236,10 @@ pub struct Pipeline {
     stats_tx: watch::Sender<PipelineStats>,
     stats: PipelineStats,
     last_notified: HashMap<SuppressKey, (EpochMs, Severity)>,
-    in_flight: InFlight,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    clock: feed::ReceiveClock,
+    commits: watch::Sender<u64>,
+    feeds: Vec<Arc<std::sync::Mutex<feed::FeedStatus>>>,
     unacked: Unacked,
     /// Newest event time seen (never further ahead than the allowed skew): what idle
     /// subjects and old suppression entries are measured against.
@@ -385,14 +291,26 @@ impl Pipeline {
                 ..PipelineStats::default()
             },
             last_notified: HashMap::new(),
-            in_flight: InFlight::default(),
             alive: alive.clone(),
+            clock: feed::ReceiveClock::default(),
+            commits: feed::commits().0,
+            feeds: Vec::new(),
             unacked: unacked.clone(),
             watermark_ms: None,
             evicted_at_ms: EpochMs::MIN,
         };
         p.rebuild_history().await?;
         p.rebuild_suppression().await?;
+        p.feeds = p
+            .storage
+            .iter()
+            .map(|s| {
+                Arc::new(std::sync::Mutex::new(feed::FeedStatus {
+                    sink: s.name(),
+                    ..feed::FeedStatus::default()
+                }))
+            })
+            .collect();
         p.publish_stats();
         let handle = PipelineHandle {
             input: input_tx,
@@ -402,6 +320,7 @@ impl Pipeline {
             storage: p.storage.clone(),
             alive,
             unacked,
+            feeds: p.feeds.clone(),
         };
         Ok((p, handle))
     }
@@ -478,6 +397,25 @@ impl Pipeline {
     /// Runs until every input sender is dropped and the queue is drained.
     pub async fn run(mut self) {
         let _alive = AliveGuard(self.alive.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let feeders: Vec<_> = self
+            .storage
+            .iter()
+            .zip(&self.feeds)
+            .map(|(sink, status)| {
+                tokio::spawn(
+                    feed::Feeder {
+                        sink: sink.clone(),
+                        store: self.store.clone(),
+                        commits: self.commits.subscribe(),
+                        stop: stop_rx.clone(),
+                        status: status.clone(),
+                        page_rows: feed::PAGE_ROWS,
+                    }
+                    .run(),
+                )
+            })
+            .collect();
         let mut buf = Vec::with_capacity(self.config.max_batch);
         loop {
             tokio::select! {
@@ -494,30 +432,19 @@ impl Pipeline {
                 }
             }
         }
-        self.flush_sinks().await;
+        // Every item is stored and acknowledged; let the sinks take the rest from the store.
+        let _ = stop_tx.send(true);
+        for f in feeders {
+            if let Err(e) = f.await {
+                tracing::error!(error = %e, "a sink feeder failed; the sink resumes from its cursor on the next start");
+            }
+        }
+        self.publish_stats();
         tracing::info!(
             batches = self.stats.batches,
             readings = self.stats.readings,
             "pipeline drained and stopped"
         );
-    }
-
-    /// Makes what every storage sink accepted durable (an archive uploads its open files), so
-    /// the last batches are acknowledged before the pipeline stops. Each sink retries within
-    /// its own bounded flush; one that still fails keeps its batches unacknowledged, and the
-    /// sources send them again.
-    async fn flush_sinks(&mut self) {
-        for sink in self.storage.clone() {
-            if let Err(e) = sink.flush().await {
-                self.stats.sink_retries += 1;
-                tracing::error!(
-                    sink = sink.name(),
-                    error = %e,
-                    "sink flush failed; its unacknowledged items will be redelivered"
-                );
-            }
-        }
-        self.publish_stats();
     }
 
     /// Tops a partial batch up until it is full or `max_wait_ms` passed.
@@ -571,12 +498,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Sorts a batch's parsed readings into those to evaluate and the rest: a second copy
-    /// within the batch is acknowledged with the batch; a copy of a reading whose batch is
-    /// still in flight is acknowledged with that batch; a reading whose id is already taken
-    /// by other content is a conflict (dead letter). A copy of a reading that is already
-    /// durable everywhere (or stored before a restart) is processed again: every write is
-    /// idempotent and only newly stored alerts are notified.
+    /// Sorts a batch's parsed readings into those to evaluate and the rest. A copy of a
+    /// reading already stored, or already in this batch, is a duplicate: acknowledged with
+    /// the batch (so never before its original is durable), not evaluated again. A reading
+    /// whose id is taken by other content is a conflict (dead letter). Readings with derived
+    /// ids (`h-…`, content hashes) cannot conflict and are not looked up: a copy older than
+    /// the windows is evaluated again to the same alert ids, which the store ignores and
+    /// which are therefore not notified again.
     async fn classify(
         &mut self,
         parsed: Vec<(Reading, Ack, Arc<str>)>,
@@ -635,15 +563,11 @@ impl Pipeline {
                 acks.push(ack);
                 continue;
             }
-            if let Some(group) = self
-                .in_flight
-                .by_id
-                .get(&r.id)
-                .and_then(std::sync::Weak::upgrade)
-                && !group.is_released()
-            {
+            if stored.contains_key(&r.id) {
+                // Stored before, so durable and already evaluated (and fed to the sinks
+                // from the store): acknowledged with this batch, not evaluated again.
                 self.stats.duplicates += 1;
-                self.in_flight.ack_duplicate(&r.id, ack);
+                acks.push(ack);
                 continue;
             }
             in_batch.insert(r.id.clone(), fresh.len());
@@ -654,7 +578,12 @@ impl Pipeline {
     }
 
     async fn process(&mut self, items: Vec<SourceItem>) {
-        let received_at_ms = now_ms();
+        let received_at_ms = self.clock.next();
+        // Taken and not yet acknowledged, until the commit below (for `/health`).
+        self.unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(received_at_ms, received_at_ms);
         self.stats.items += items.len() as u64;
         let skew_ms = self.skew_ms();
         let mut parsed = Vec::with_capacity(items.len());
@@ -692,15 +621,26 @@ impl Pipeline {
         let readings = self
             .classify(parsed, received_at_ms, &mut acks, &mut dead_letters)
             .await;
+        // The whole batch goes into the windows before any of it is evaluated, and is trimmed
+        // to the retention only afterwards, so a batch spanning more than the retention (a
+        // backfill, a replay after an outage) still sees its own readings.
         for r in &readings {
             if let Some(v) = r.window_value() {
-                self.history.insert(r.subject(), r.at_ms, &r.id, v);
+                self.history.insert_untrimmed(
+                    r.subject(),
+                    r.at_ms,
+                    crate::engine::history::id_hash(&r.id),
+                    v,
+                );
             }
             self.watermark_ms = self.watermark_ms.max(Some(r.at_ms));
         }
         let rules = &mut self.rules;
         let history = &self.history;
         let eval: Evaluation = tokio::task::block_in_place(|| rules.evaluate(&readings, history));
+        for r in &readings {
+            self.history.trim(r.subject());
+        }
         dead_letters.extend(eval.poison);
 
         let suppress_ms = self.suppress_ms();
@@ -758,17 +698,16 @@ impl Pipeline {
         for n in &self.notifiers {
             n.notify(&notify);
         }
-        // The items are acknowledged when the store (done above) and every storage sink
-        // have made the batch durable.
-        let seq = self.stats.batches;
-        let group = AckGroup::new(acks, self.storage.len(), seq, self.unacked.clone());
-        for r in &batch.readings {
-            self.in_flight.insert(&r.id, &group);
+        // Durable in the store, which is the log the storage sinks are fed from: the items
+        // are acknowledged now, and the feeders are told there is more to copy.
+        for ack in acks {
+            ack.ack();
         }
-        for sink in self.storage.clone() {
-            self.write_to_sink(sink, &batch, &group).await;
-        }
-        drop(group);
+        self.unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&received_at_ms);
+        self.commits.send_modify(|n| *n += 1);
         self.evict_idle();
         self.publish_stats();
     }
@@ -798,27 +737,6 @@ impl Pipeline {
         }
     }
 
-    /// Hands the batch to a storage sink, retrying with capped backoff until it accepts it.
-    async fn write_to_sink(
-        &mut self,
-        sink: Arc<dyn StorageSink>,
-        batch: &WriteBatch,
-        group: &Arc<AckGroup>,
-    ) {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match sink.write(batch, group.durable()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    self.stats.sink_retries += 1;
-                    tracing::warn!(sink = sink.name(), error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
     /// Retries a store write with capped exponential backoff until it succeeds. While it
     /// retries the input queue fills and producers wait: backpressure, not loss.
     async fn write_durably(&mut self, batch: &WriteBatch) -> WriteOutcome {
@@ -837,6 +755,11 @@ impl Pipeline {
     }
 
     fn publish_stats(&mut self) {
+        self.stats.sink_retries = self
+            .feeds
+            .iter()
+            .map(|f| f.lock().unwrap_or_else(|e| e.into_inner()).failures)
+            .sum();
         self.stats.history_subjects = self.history.subjects();
         self.stats.history_readings = self.history.len();
         self.stats.rules = self

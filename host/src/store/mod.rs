@@ -35,7 +35,7 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-pub use crate::model::batch::{AlertStatus, WriteBatch};
+pub use crate::model::batch::{AlertStatus, Cursor, FeedCursor, WriteBatch};
 
 /// A stored rule version (the Wasm itself is fetched separately by hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,33 +160,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<AlertPage, StoreError>>;
 
     /// Retention: deletes raw readings and telemetry with event time before `before_ms`, in
-    /// bounded chunks so writers are never locked out for long. Alerts stay.
-    fn purge_readings_before(
-        &self,
+    /// bounded chunks so writers are never locked out for long. Alerts stay. With `kept_by`,
+    /// only rows received before that cursor (per stream) go: what a downstream copy (the
+    /// archive) has not confirmed yet stays.
+    fn purge_readings_before<'a>(
+        &'a self,
         before_ms: EpochMs,
-    ) -> BoxFuture<'_, Result<Purged, StoreError>>;
+        kept_by: Option<&'a FeedCursor>,
+    ) -> BoxFuture<'a, Result<Purged, StoreError>>;
+
+    /// How far a storage sink has confirmed copying the store, if it ever did.
+    fn sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>>;
+
+    /// Records how far a storage sink has confirmed copying the store.
+    fn put_sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        cursor: &'a FeedCursor,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// A round trip to the database (`SELECT 1`), for `/health` and `/ready`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-}
-
-/// A keyset position in the order (received time, id). A page of rows "since" a cursor holds
-/// the rows strictly after it; `Cursor::default()` starts at the beginning, and
-/// `Cursor::at(t)` at the first row received at `t`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Cursor {
-    pub received_at_ms: EpochMs,
-    pub id: String,
-}
-
-impl Cursor {
-    /// Just before the first row received at `received_at_ms` (ids are never empty).
-    pub fn at(received_at_ms: EpochMs) -> Self {
-        Cursor {
-            received_at_ms,
-            id: String::new(),
-        }
-    }
 }
 
 /// A stored row with the time the host received it, which orders catch-up paging.

@@ -16,7 +16,7 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, Migration, Purged, Received, RuleState,
+    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, Received, RuleState,
     RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
 };
 use crate::model::dims::Dimensions;
@@ -52,8 +52,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        name: "idempotent faults",
-        sql: include_str!("../../migrations/mysql/0004_idempotent_faults.sql"),
+        name: "faults and sink cursors",
+        sql: include_str!("../../migrations/mysql/0004_faults_and_sink_cursors.sql"),
     },
 ];
 
@@ -1073,20 +1073,36 @@ impl Store for MySqlStore {
         })
     }
 
-    fn purge_readings_before(
-        &self,
+    fn purge_readings_before<'a>(
+        &'a self,
         before_ms: EpochMs,
-    ) -> BoxFuture<'_, Result<Purged, StoreError>> {
+        kept_by: Option<&'a FeedCursor>,
+    ) -> BoxFuture<'a, Result<Purged, StoreError>> {
         Box::pin(async move {
             let mut purged = Purged::default();
-            for (table, n) in [
-                ("GlucoseReadings", &mut purged.glucose_readings),
-                ("DeviceOperationalData", &mut purged.device_readings),
+            for (table, kind, n) in [
+                (
+                    "GlucoseReadings",
+                    ReadingKind::Glucose,
+                    &mut purged.glucose_readings,
+                ),
+                (
+                    "DeviceOperationalData",
+                    ReadingKind::Device,
+                    &mut purged.device_readings,
+                ),
             ] {
-                let sql = format!("DELETE FROM {table} WHERE TimestampMs < ? LIMIT ?");
+                let bound = decode::kept_bound(kept_by, kind);
+                let sql = format!(
+                    "DELETE FROM {table} WHERE TimestampMs < ? \
+                     AND (ReceivedAtMs < ? OR (ReceivedAtMs = ? AND ReadingID <= ?)) LIMIT ?"
+                );
                 loop {
                     let done = sqlx::query(&sql)
                         .bind(before_ms)
+                        .bind(bound.received_at_ms)
+                        .bind(bound.received_at_ms)
+                        .bind(&bound.id)
                         .bind(decode::PURGE_CHUNK)
                         .execute(&self.pool)
                         .await?
@@ -1098,6 +1114,44 @@ impl Store for MySqlStore {
                 }
             }
             Ok(purged)
+        })
+    }
+
+    fn sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
+        Box::pin(async move {
+            let json: Option<String> =
+                sqlx::query_scalar("SELECT CursorJson FROM SinkCursors WHERE Sink = ?")
+                    .bind(sink)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            json.map(|j| {
+                serde_json::from_str(&j)
+                    .map_err(|e| StoreError::Corrupt(format!("SinkCursors: {e}")))
+            })
+            .transpose()
+        })
+    }
+
+    fn put_sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        cursor: &'a FeedCursor,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(cursor).expect("a cursor serialises");
+            sqlx::query(
+                "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE CursorJson = VALUES(CursorJson), UpdatedAtMs = VALUES(UpdatedAtMs)",
+            )
+            .bind(sink)
+            .bind(json)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
         })
     }
 

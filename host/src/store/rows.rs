@@ -55,6 +55,21 @@ pub fn fault_key(f: &RuleFault, received_at_ms: i64, index: usize) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// A retention bound: the last row (in (received time, id) order) a downstream copy has
+/// confirmed; without one, every row is past it. Rows at or before it may go.
+pub fn kept_bound(kept_by: Option<&super::FeedCursor>, kind: ReadingKind) -> super::Cursor {
+    match kept_by {
+        None => super::Cursor {
+            received_at_ms: i64::MAX,
+            id: String::new(),
+        },
+        Some(c) => match kind {
+            ReadingKind::Glucose => c.glucose.clone(),
+            ReadingKind::Device => c.device.clone(),
+        },
+    }
+}
+
 /// Rows one retention statement deletes, so writers wait at most one short delete.
 pub const PURGE_CHUNK: u32 = 10_000;
 

@@ -750,6 +750,8 @@ async fn a_simulated_stream_reaches_duckdb_whole_and_every_item_is_acknowledged(
     acked
         .wait_for(events.len() as u64, Duration::from_secs(60))
         .await;
+    // Acknowledged once stored; DuckDB is fed from the store right after.
+    wait_caught_up(&app, Duration::from_secs(60)).await;
     let store = app.store.counts().await.unwrap();
     assert!(store.glucose_readings > 0 && store.device_readings > 0 && store.alerts > 0);
     assert_eq!(

@@ -41,13 +41,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long the whole feed may take; a host that never comes back fails the test here.
 const FEED_DEADLINE: Duration = Duration::from_secs(240);
 /// Whether an alert of a request that was in flight when the host was SIGKILLed may go
-/// unnotified. The pipeline notifies only the alerts a write stored for the first time (so a
-/// replay never notifies twice); a kill after the store's commit and before the console line
-/// is written therefore loses that notification for good: at-most-once delivery. Notifying
-/// both exactly once is impossible across SIGKILL (one side of the commit always has a
-/// window), and these tests hold the host to "never twice"; set this to `false` once
-/// notification is at-least-once (e.g. an outbox re-notified on start), and turn the
-/// never-twice check into a per-kill tolerance instead.
+/// unnotified. The pipeline notifies only the alerts a write stored for the first time, so a
+/// replay never notifies twice; but a kill after the store's commit and before the console
+/// line is written loses that notification for good (at-most-once delivery). Across SIGKILL
+/// a notifier outside the store's transaction can promise "never twice" or "never missed",
+/// not both: one side of the commit always has a window. These tests hold the host to "never
+/// twice", as the pipeline promises; set this to `false` if notification becomes
+/// at-least-once (e.g. an outbox re-notified on start), and give the "never twice" check the
+/// per-kill tolerance instead.
 const TOLERATE_MISSED_IN_KILLED_REQUEST: bool = true;
 
 /// A small deterministic RNG (xorshift64*) for the kill points.

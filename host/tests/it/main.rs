@@ -12,6 +12,7 @@ mod issue9;
 mod mariadb;
 mod pipeline;
 mod retention;
+mod rules_in_host;
 mod sandbox;
 mod scenarios;
 mod store;

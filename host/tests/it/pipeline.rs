@@ -110,10 +110,8 @@ async fn replaying_the_same_readings_adds_no_rows() {
         first,
         "replay in the same run"
     );
-    // Every original is durable everywhere by now, so the copies are processed again (the
-    // sinks get them again, idempotently) to the same alert ids, which the store ignores
-    // (counts above) and which are therefore not notified again.
-    assert_eq!(app.handle.stats().duplicates, 0);
+    // Every copy is found in the store: acknowledged, not evaluated again.
+    assert_eq!(app.handle.stats().duplicates, 200);
     stop(app).await;
     // And after a restart, where the windows come back from the store.
     let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
@@ -356,95 +354,126 @@ impl glucoguard::sinks::StorageSink for HeldSink {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_flushes_storage_sinks_so_the_last_items_are_acknowledged() {
+async fn shutdown_flushes_storage_sinks_and_records_how_far_they_got() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
     let sink = Arc::new(HeldSink::default());
-    let app = app::start_with(
-        &config(&dir.path().join("g.db"), vec![]),
-        vec![sink.clone()],
+    let app = app::start_with(&config(&db, vec![]), vec![sink.clone()])
+        .await
+        .unwrap();
+    send_all(
+        &app,
+        (0..5).map(|i| glucose_json(&format!("f{i}"), 1, T0 + i * MIN, 100.0)),
     )
-    .await
-    .unwrap();
-    let source = app.handle.embedded_source("test");
-    let acked = AckCounter::default();
-    for i in 0..5 {
-        let p = glucose_json(&format!("f{i}"), 1, T0 + i * MIN, 100.0);
-        source
-            .send_with_ack(p.into_bytes(), acked.ack())
-            .await
-            .unwrap();
-    }
+    .await;
     tokio::time::timeout(Duration::from_secs(30), async {
         while sink.readings.load(Ordering::SeqCst) < 5 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the sink accepted every reading");
-    assert_eq!(acked.count(), 0, "held by the sink: nothing acknowledged");
+    .expect("the sink took every reading from the store");
     assert_eq!(sink.flushes.load(Ordering::SeqCst), 0);
+    let store = app.store.clone();
+    assert_eq!(
+        store.sink_cursor("held").await.unwrap().map(|c| c.glucose),
+        None,
+        "held, not durable in the sink: no cursor recorded"
+    );
     stop(app).await;
     assert_eq!(
         sink.flushes.load(Ordering::SeqCst),
         1,
         "flushed once, on shutdown"
     );
-    assert_eq!(acked.count(), 5, "the flush made the last items durable");
+    let cursor = store.sink_cursor("held").await.unwrap().expect("recorded");
+    assert!(
+        cursor.glucose.id.ends_with(":f4"),
+        "up to the last reading: {cursor:?}"
+    );
+    // A restart resumes after it: the sink is handed nothing again.
+    let again = Arc::new(HeldSink::default());
+    let app = app::start_with(&config(&db, vec![]), vec![again.clone()])
+        .await
+        .unwrap();
+    wait_caught_up(&app, Duration::from_secs(10)).await;
+    assert_eq!(again.readings.load(Ordering::SeqCst), 0);
+    stop(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn items_are_acknowledged_only_when_every_storage_sink_made_them_durable() {
+async fn a_failing_storage_sink_never_delays_alerts_and_catches_up_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(HeldSink {
-        fail_first: 2.into(),
+        fail_first: 1_000_000.into(),
         ..HeldSink::default()
     });
     let app = app::start_with(
         &config(
             &dir.path().join("g.db"),
-            vec![rule("glucoguard_default_rule", &[])],
+            vec![rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)])],
         ),
         vec![sink.clone()],
     )
     .await
     .unwrap();
-    let source = app.handle.embedded_source("test");
-    let acked = AckCounter::default();
-    for i in 0..10 {
-        let p = glucose_json(&format!("h{i}"), 1, T0 + i * MIN, 100.0);
-        source
-            .send_with_ack(p.into_bytes(), acked.ack())
-            .await
-            .unwrap();
+    let mut live = app.live.subscribe();
+    // The sink refuses every write: the items are still acknowledged and every alert is
+    // stored and notified.
+    send_all(
+        &app,
+        (0..10).map(|i| glucose_json(&format!("h{i}"), 1, T0 + i * MIN, 100.0)),
+    )
+    .await;
+    let mut notified = 0;
+    while live.try_recv().is_ok() {
+        notified += 1;
     }
-    // The store has them, the sink accepted them (after two refusals), nothing is acknowledged.
+    assert!(notified >= 1, "alerts notified while the sink is down");
+    assert_eq!(app.store.counts().await.unwrap().glucose_readings, 10);
+    assert_eq!(sink.readings.load(Ordering::SeqCst), 0);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sink.refused.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the feeder keeps retrying");
+    let feed = &app.handle.feeds()[0];
+    assert!(!feed.caught_up && feed.failures >= 1, "{feed:?}");
+    assert!(
+        feed.last_error.as_deref().unwrap_or("").contains("not now"),
+        "{feed:?}"
+    );
+    // The sink comes back: it gets every reading and alert from the store, once.
+    sink.fail_first.store(0, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(30), async {
         while sink.readings.load(Ordering::SeqCst) < 10 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the sink accepted every reading after its refusals");
-    assert_eq!(app.store.counts().await.unwrap().glucose_readings, 10);
-    assert!(app.handle.stats().sink_retries >= 2);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    .expect("the sink caught up from the store");
+    // Complete what the sink holds until the feeder has confirmed everything (the alerts
+    // stream may still be on its way).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            sink.release();
+            if app.handle.feeds()[0].caught_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the feeder confirmed everything");
     assert_eq!(
-        acked.count(),
-        0,
-        "not durable in the sink yet: nothing acknowledged"
+        sink.readings.load(Ordering::SeqCst),
+        10,
+        "each reading once"
     );
-    // The pipeline handle (`GET /api/sinks`) shows what the sink holds.
-    let status = app.handle.sinks();
-    assert_eq!(status.len(), 1);
-    assert_eq!(status[0].name, "held");
-    assert_eq!(status[0].pending_rows, 10);
-    assert_eq!(status[0].failures, 2);
-    // Completing the sink's handles releases exactly the held items.
-    sink.release();
-    assert_eq!(acked.count(), 10);
     let status = app.handle.sinks();
     assert_eq!(status[0].pending_rows, 0);
-    assert!(status[0].batches_completed >= 1);
     stop(app).await;
 }
 

@@ -28,6 +28,20 @@ async fn the_retention_job_purges_old_readings_on_every_tick() {
     let rule_alert = test_alert("old-1", now - 40 * DAY, 150.0);
     first.alerts.push((rule_alert, AlertStatus::Open));
     store.write_batch(&first).await.unwrap();
+    // The archive has confirmed everything received so far (received at `now`, so the
+    // cursor is just after it).
+    let archived = glucoguard::store::Cursor::at(now + 1);
+    store
+        .put_sink_cursor(
+            glucoguard::retention::ARCHIVE_SINK,
+            &glucoguard::store::FeedCursor {
+                glucose: archived.clone(),
+                device: archived.clone(),
+                alerts: archived,
+            },
+        )
+        .await
+        .unwrap();
 
     let job = glucoguard::retention::spawn(
         store.clone(),
@@ -68,4 +82,55 @@ async fn the_retention_job_purges_old_readings_on_every_tick() {
         .collect();
     assert_eq!(left, ["new-2", "new-1"], "oldest first");
     assert_eq!(store.counts().await.unwrap().alerts, 1, "alerts stay");
+}
+
+#[tokio::test]
+async fn retention_never_purges_what_the_archive_has_not_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db")).await.unwrap();
+    let now = glucoguard::model::now_ms();
+    let at = |received_at_ms: i64, id: &str| WriteBatch {
+        readings: vec![glucose(id, 1, now - 40 * DAY, 150.0)],
+        received_at_ms,
+        ..WriteBatch::default()
+    };
+    store
+        .write_batch(&at(now - 2_000, "archived"))
+        .await
+        .unwrap();
+    store
+        .write_batch(&at(now - 1_000, "not-yet"))
+        .await
+        .unwrap();
+    let max_age = Duration::from_secs(30 * 86_400);
+    // No archive cursor at all: nothing is purged.
+    let none = glucoguard::retention::apply(&store, max_age, now)
+        .await
+        .unwrap();
+    assert_eq!(none.glucose_readings, 0);
+    // The archive confirmed up to the first batch only.
+    let cursor = glucoguard::store::Cursor::at(now - 1_500);
+    store
+        .put_sink_cursor(
+            glucoguard::retention::ARCHIVE_SINK,
+            &glucoguard::store::FeedCursor {
+                glucose: cursor.clone(),
+                device: cursor.clone(),
+                alerts: cursor,
+            },
+        )
+        .await
+        .unwrap();
+    let purged = glucoguard::retention::apply(&store, max_age, now)
+        .await
+        .unwrap();
+    assert_eq!(purged.glucose_readings, 1);
+    let left: Vec<String> = store
+        .recent_readings(365 * DAY, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| glucoguard::model::parse::given_reading_id(&r.id).to_owned())
+        .collect();
+    assert_eq!(left, ["not-yet"], "the unconfirmed reading stays");
 }

@@ -605,7 +605,21 @@ pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
         (before.glucose_readings, before.device_readings),
         (25_010, 2)
     );
-    let purged = store.purge_readings_before(cut).await.unwrap();
+    // Bounded by a downstream cursor that has confirmed nothing received at 1 or later.
+    let unconfirmed = glucoguard::store::FeedCursor {
+        glucose: Cursor::at(1),
+        device: Cursor::at(1),
+        alerts: Cursor::at(1),
+    };
+    assert_eq!(
+        store
+            .purge_readings_before(cut, Some(&unconfirmed))
+            .await
+            .unwrap(),
+        Purged::default(),
+        "nothing the archive has not confirmed is purged"
+    );
+    let purged = store.purge_readings_before(cut, None).await.unwrap();
     assert_eq!(
         purged,
         Purged {
@@ -624,7 +638,7 @@ pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
         "newer readings and all alerts stay"
     );
     assert_eq!(
-        store.purge_readings_before(cut).await.unwrap(),
+        store.purge_readings_before(cut, None).await.unwrap(),
         Purged::default(),
         "a second pass finds nothing"
     );

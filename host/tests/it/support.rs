@@ -175,3 +175,20 @@ pub fn sqlite_host_config(
         ..glucoguard::config::Config::default()
     }
 }
+
+/// Waits until every storage sink of a started host has confirmed everything the store held
+/// (the sinks are fed from the store, after the items were acknowledged); panics after `limit`.
+pub async fn wait_caught_up(app: &glucoguard::app::App, limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let feeds = app.handle.feeds();
+        if feeds.iter().all(|f| f.caught_up) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "storage sinks not caught up within {limit:?}: {feeds:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

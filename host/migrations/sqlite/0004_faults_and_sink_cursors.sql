@@ -4,3 +4,10 @@
 ALTER TABLE RuleFaults ADD COLUMN FaultKey TEXT;
 CREATE UNIQUE INDEX IF NOT EXISTS RuleFaults_key ON RuleFaults (FaultKey);
 CREATE INDEX IF NOT EXISTS Alerts_time ON Alerts (TimestampMs);
+-- Where each storage sink (archive, analytics) has copied the OLTP store up to: the sinks
+-- catch up from the store, which is the log, and resume from here after a restart.
+CREATE TABLE IF NOT EXISTS SinkCursors (
+    Sink        TEXT PRIMARY KEY,
+    CursorJson  TEXT NOT NULL,
+    UpdatedAtMs INTEGER NOT NULL
+);
