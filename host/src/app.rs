@@ -57,6 +57,8 @@ pub struct App {
     pub http_server: Option<HttpServer>,
     /// The scheduled retention job, when `[retention]` is configured.
     pub retention: Option<JoinHandle<()>>,
+    /// The job that bounds dead letters and rule faults (`[diagnostics]`).
+    pub diagnostics: JoinHandle<()>,
     /// The DuckDB analytics sink, when `[analytics]` is configured: the dashboard's queries.
     pub analytics: Option<Arc<AnalyticsSink>>,
     /// The archive sink, when `[archive]` is configured.
@@ -209,6 +211,7 @@ pub async fn start_with(
     let retention = config
         .retention
         .map(|r| crate::retention::spawn(store.clone(), r));
+    let diagnostics = crate::retention::spawn_diagnostics(store.clone(), config.diagnostics);
     let engine = Engine::new(config.engine.clone())?;
     let manager = Arc::new(RuleManager::new(engine, store.clone()));
     register_rules(&manager, config).await?;
@@ -281,6 +284,7 @@ pub async fn start_with(
         http,
         http_server,
         retention,
+        diagnostics,
         analytics,
         archive,
     })

@@ -47,6 +47,30 @@ pub struct RawConfig {
     pub archive: Option<crate::archive::ArchiveConfig>,
     /// Retention of raw readings in the OLTP store; keep forever when absent.
     pub retention: Option<RawRetention>,
+    /// Bounds on dead letters and rule faults; always applied, defaults when absent.
+    #[serde(default)]
+    pub diagnostics: DiagnosticsConfig,
+}
+
+/// `[diagnostics]`: dead letters and rule faults are kept for at most `max_age_days` and at
+/// most the newest `max_rows` of each, so a flood of bad input cannot fill the disk; a job
+/// applies it every `every_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    pub max_rows: u64,
+    pub max_age_days: u32,
+    pub every_secs: u64,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig {
+            max_rows: 100_000,
+            max_age_days: 30,
+            every_secs: 600,
+        }
+    }
 }
 
 /// `[analytics]`: the DuckDB file the dashboard queries, fed by the pipeline and caught up
@@ -166,6 +190,7 @@ pub struct Config {
     pub analytics: Option<AnalyticsConfig>,
     pub archive: Option<crate::archive::ArchiveConfig>,
     pub retention: Option<RetentionConfig>,
+    pub diagnostics: DiagnosticsConfig,
 }
 
 impl Default for Config {
@@ -318,6 +343,12 @@ impl Config {
                 })
             }
         };
+        let d = raw.diagnostics;
+        if d.max_rows == 0 || d.max_age_days == 0 || d.every_secs == 0 {
+            problems.push(
+                "diagnostics.max_rows, max_age_days and every_secs must be positive".to_owned(),
+            );
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
@@ -350,6 +381,7 @@ impl Config {
                 a
             }),
             retention,
+            diagnostics: raw.diagnostics,
         })
     }
 }

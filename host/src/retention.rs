@@ -6,9 +6,9 @@
 //! is configured: a pass at start, then one every `every`. A pass never deletes a reading the
 //! archive has not confirmed: it is bounded by the archive's cursor in the store.
 
-use crate::config::RetentionConfig;
+use crate::config::{DiagnosticsConfig, RetentionConfig};
 use crate::model::{EpochMs, now_ms};
-use crate::store::{Purged, Store, StoreError};
+use crate::store::{Purged, PurgedDiagnostics, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -55,6 +55,41 @@ pub fn spawn(store: Arc<dyn Store>, config: RetentionConfig) -> JoinHandle<()> {
             tick.tick().await;
             if let Err(e) = apply(store.as_ref(), config.max_age, now_ms()).await {
                 tracing::warn!(store = store.kind(), error = %e, "retention pass failed; retrying at the next tick");
+            }
+        }
+    })
+}
+
+/// One diagnostics pass at `now_ms`: dead letters and rule faults older than the bound's age,
+/// or beyond its newest `max_rows`, leave the store.
+pub async fn apply_diagnostics(
+    store: &dyn Store,
+    bound: DiagnosticsConfig,
+    now_ms: EpochMs,
+) -> Result<PurgedDiagnostics, StoreError> {
+    let before = now_ms.saturating_sub(i64::from(bound.max_age_days) * 86_400_000);
+    let purged = store.purge_diagnostics(bound.max_rows, before).await?;
+    if purged != PurgedDiagnostics::default() {
+        tracing::info!(
+            dead_letters = purged.dead_letters,
+            rule_faults = purged.rule_faults,
+            max_rows = bound.max_rows,
+            max_age_days = bound.max_age_days,
+            "diagnostics bounded"
+        );
+    }
+    Ok(purged)
+}
+
+/// The diagnostics job: a pass now, then one every `every_secs`; never stops the host.
+pub fn spawn_diagnostics(store: Arc<dyn Store>, bound: DiagnosticsConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(bound.every_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = apply_diagnostics(store.as_ref(), bound, now_ms()).await {
+                tracing::warn!(store = store.kind(), error = %e, "diagnostics pass failed; retrying at the next tick");
             }
         }
     })

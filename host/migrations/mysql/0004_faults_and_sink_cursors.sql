@@ -8,3 +8,4 @@ CREATE TABLE IF NOT EXISTS SinkCursors (
     CursorJson  TEXT NOT NULL,
     UpdatedAtMs BIGINT NOT NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+ALTER TABLE RuleFaults ADD INDEX RuleFaults_time (AtMs);

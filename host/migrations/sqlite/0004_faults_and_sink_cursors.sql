@@ -11,3 +11,7 @@ CREATE TABLE IF NOT EXISTS SinkCursors (
     CursorJson  TEXT NOT NULL,
     UpdatedAtMs INTEGER NOT NULL
 );
+-- Dead letters and rule faults are bounded by age and count (`[diagnostics]`): the deletes
+-- find their cut by time.
+CREATE INDEX IF NOT EXISTS DeadLetters_received ON DeadLetters (ReceivedAtMs);
+CREATE INDEX IF NOT EXISTS RuleFaults_time ON RuleFaults (AtMs);

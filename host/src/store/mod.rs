@@ -169,6 +169,14 @@ pub trait Store: Send + Sync + 'static {
         kept_by: Option<&'a FeedCursor>,
     ) -> BoxFuture<'a, Result<Purged, StoreError>>;
 
+    /// Bounds the diagnostics tables: deletes dead letters and rule faults older than
+    /// `before_ms`, and beyond the newest `keep_rows` of each.
+    fn purge_diagnostics(
+        &self,
+        keep_rows: u64,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>>;
+
     /// How far a storage sink has confirmed copying the store, if it ever did.
     fn sink_cursor<'a>(
         &'a self,
@@ -218,6 +226,13 @@ pub struct Purged {
 pub struct WriteOutcome {
     /// Ids of the batch's alerts that were not stored before this write.
     pub new_alert_ids: std::collections::HashSet<String>,
+}
+
+/// What one diagnostics purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgedDiagnostics {
+    pub dead_letters: u64,
+    pub rule_faults: u64,
 }
 
 /// One schema migration: applied once, in order, recorded in `_glucoguard_migrations`.

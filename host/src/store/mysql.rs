@@ -16,8 +16,8 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, Received, RuleState,
-    RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
+    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
+    Received, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
@@ -1111,6 +1111,45 @@ impl Store for MySqlStore {
                     if done < u64::from(decode::PURGE_CHUNK) {
                         break;
                     }
+                }
+            }
+            Ok(purged)
+        })
+    }
+
+    fn purge_diagnostics(
+        &self,
+        keep_rows: u64,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>> {
+        Box::pin(async move {
+            let mut purged = PurgedDiagnostics::default();
+            for (table, time) in decode::DIAGNOSTICS {
+                // The time of the row just past the newest `keep_rows`: it and older go.
+                let past: Option<i64> =
+                    sqlx::query_scalar(&decode::diagnostics_cut_sql(table, time))
+                        .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let cut = past.map_or(before_ms, |t| before_ms.max(t.saturating_add(1)));
+                let sql = format!("DELETE FROM {table} WHERE {time} < ? LIMIT ?");
+                let mut n = 0;
+                loop {
+                    let done = sqlx::query(&sql)
+                        .bind(cut)
+                        .bind(decode::PURGE_CHUNK)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    n += done;
+                    if done < u64::from(decode::PURGE_CHUNK) {
+                        break;
+                    }
+                }
+                if table == "DeadLetters" {
+                    purged.dead_letters = n;
+                } else {
+                    purged.rule_faults = n;
                 }
             }
             Ok(purged)

@@ -70,6 +70,15 @@ pub fn kept_bound(kept_by: Option<&super::FeedCursor>, kind: ReadingKind) -> sup
     }
 }
 
+/// The diagnostics tables and their time column, and the query that finds the time of the
+/// row `OFFSET ?` from the newest: rows older than the cut (or than the age bound) go.
+pub const DIAGNOSTICS: [(&str, &str); 2] =
+    [("DeadLetters", "ReceivedAtMs"), ("RuleFaults", "AtMs")];
+
+pub fn diagnostics_cut_sql(table: &str, time: &str) -> String {
+    format!("SELECT {time} FROM {table} ORDER BY {time} DESC LIMIT 1 OFFSET ?")
+}
+
 /// Rows one retention statement deletes, so writers wait at most one short delete.
 pub const PURGE_CHUNK: u32 = 10_000;
 

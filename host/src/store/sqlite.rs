@@ -2,8 +2,8 @@
 
 use super::rows as decode;
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, Received, RuleState,
-    RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
+    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
+    Received, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
 };
 use crate::model::dims::Dimensions;
 use crate::model::{
@@ -730,6 +730,37 @@ impl Store for SqliteStore {
                     if done < u64::from(decode::PURGE_CHUNK) {
                         break;
                     }
+                }
+            }
+            Ok(purged)
+        })
+    }
+
+    fn purge_diagnostics(
+        &self,
+        keep_rows: u64,
+        before_ms: EpochMs,
+    ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>> {
+        Box::pin(async move {
+            let mut purged = PurgedDiagnostics::default();
+            for (table, time) in decode::DIAGNOSTICS {
+                // The time of the row just past the newest `keep_rows`: it and older go.
+                let past: Option<i64> =
+                    sqlx::query_scalar(&decode::diagnostics_cut_sql(table, time))
+                        .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let cut = past.map_or(before_ms, |t| before_ms.max(t.saturating_add(1)));
+                let sql = format!("DELETE FROM {table} WHERE {time} < ?");
+                let n = sqlx::query(&sql)
+                    .bind(cut)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if table == "DeadLetters" {
+                    purged.dead_letters = n;
+                } else {
+                    purged.rule_faults = n;
                 }
             }
             Ok(purged)

@@ -181,6 +181,16 @@ async fn readings_are_found_by_id_and_new_alerts_reported_once() {
 }
 
 #[tokio::test]
+async fn dead_letters_and_rule_faults_are_bounded_by_count_and_age() {
+    on_mariadb(store::dead_letters_and_rule_faults_are_bounded_by_count_and_age).await;
+}
+
+#[tokio::test]
+async fn sink_cursors_round_trip() {
+    on_mariadb(store::sink_cursors_round_trip).await;
+}
+
+#[tokio::test]
 async fn a_retried_batch_stores_its_rule_faults_once() {
     on_mariadb(store::a_retried_batch_stores_its_rule_faults_once).await;
 }

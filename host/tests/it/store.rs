@@ -176,6 +176,68 @@ pub(crate) async fn readings_are_found_by_id_and_new_alerts_reported_once(store:
     );
 }
 
+pub(crate) async fn dead_letters_and_rule_faults_are_bounded_by_count_and_age(
+    store: Arc<dyn Store>,
+) {
+    let b = WriteBatch {
+        dead_letters: (1..=30)
+            .map(|i| DeadLetter {
+                origin: "t".into(),
+                reason: format!("bad {i}"),
+                payload: "x".repeat(100),
+                received_at_ms: i,
+            })
+            .collect(),
+        faults: (1..=30)
+            .map(|i| RuleFault {
+                rule: RuleRef {
+                    name: "r".into(),
+                    version: "1".into(),
+                },
+                kind: FaultKind::Trap,
+                detail: format!("boom {i}"),
+                at_ms: i,
+            })
+            .collect(),
+        received_at_ms: 1,
+        ..WriteBatch::default()
+    };
+    store.write_batch(&b).await.unwrap();
+    // Keep the newest 10 (times 21..=30); the age bound (before 5) removes less.
+    let purged = store.purge_diagnostics(10, 5).await.unwrap();
+    assert_eq!((purged.dead_letters, purged.rule_faults), (20, 20));
+    let left = store.dead_letters(100).await.unwrap();
+    assert_eq!(left.len(), 10);
+    assert!(
+        left.iter().all(|d| d.received_at_ms > 20),
+        "the newest stay"
+    );
+    // Now the age bound is the stricter one: before 26 leaves 26..=30.
+    let purged = store.purge_diagnostics(10, 26).await.unwrap();
+    assert_eq!((purged.dead_letters, purged.rule_faults), (5, 5));
+    let c = store.counts().await.unwrap();
+    assert_eq!((c.dead_letters, c.rule_faults), (5, 5));
+    assert_eq!(
+        store.purge_diagnostics(10, 26).await.unwrap(),
+        Default::default(),
+        "a second pass finds nothing"
+    );
+}
+
+pub(crate) async fn sink_cursors_round_trip(store: Arc<dyn Store>) {
+    assert_eq!(store.sink_cursor("archive").await.unwrap(), None);
+    let mut c = glucoguard::store::FeedCursor::default();
+    c.glucose = Cursor {
+        received_at_ms: 5,
+        id: "g:1:a".into(),
+    };
+    store.put_sink_cursor("archive", &c).await.unwrap();
+    c.alerts = Cursor::at(9);
+    store.put_sink_cursor("archive", &c).await.unwrap();
+    assert_eq!(store.sink_cursor("archive").await.unwrap(), Some(c));
+    assert_eq!(store.sink_cursor("duckdb").await.unwrap(), None, "per sink");
+}
+
 pub(crate) async fn a_retried_batch_stores_its_rule_faults_once(store: Arc<dyn Store>) {
     let fault = glucoguard::model::RuleFault {
         rule: glucoguard::model::RuleRef {
@@ -678,6 +740,18 @@ async fn sqlite_large_batches_are_written_whole() {
 async fn sqlite_readings_are_found_by_id_and_new_alerts_reported_once() {
     let (s, _d) = sqlite().await;
     readings_are_found_by_id_and_new_alerts_reported_once(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_dead_letters_and_rule_faults_are_bounded_by_count_and_age() {
+    let (s, _d) = sqlite().await;
+    dead_letters_and_rule_faults_are_bounded_by_count_and_age(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_sink_cursors_round_trip() {
+    let (s, _d) = sqlite().await;
+    sink_cursors_round_trip(s).await;
 }
 
 #[tokio::test]
