@@ -1131,7 +1131,7 @@ impl Store for MySqlStore {
                         .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
                         .fetch_optional(&self.pool)
                         .await?;
-                let cut = past.map_or(before_ms, |t| before_ms.max(t.saturating_add(1)));
+                let cut = decode::diagnostics_cut(past, before_ms);
                 let sql = format!("DELETE FROM {table} WHERE {time} < ? LIMIT ?");
                 let mut n = 0;
                 loop {
@@ -1161,16 +1161,12 @@ impl Store for MySqlStore {
         sink: &'a str,
     ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
         Box::pin(async move {
-            let json: Option<String> =
-                sqlx::query_scalar("SELECT CursorJson FROM SinkCursors WHERE Sink = ?")
+            decode::decode_cursor(
+                sqlx::query_scalar(decode::SINK_CURSOR_SELECT)
                     .bind(sink)
                     .fetch_optional(&self.pool)
-                    .await?;
-            json.map(|j| {
-                serde_json::from_str(&j)
-                    .map_err(|e| StoreError::Corrupt(format!("SinkCursors: {e}")))
-            })
-            .transpose()
+                    .await?,
+            )
         })
     }
 
@@ -1180,7 +1176,7 @@ impl Store for MySqlStore {
         cursor: &'a FeedCursor,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let json = serde_json::to_string(cursor).expect("a cursor serialises");
+            let json = decode::encode_cursor(cursor);
             sqlx::query(
                 "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?) \
                  ON DUPLICATE KEY UPDATE CursorJson = VALUES(CursorJson), UpdatedAtMs = VALUES(UpdatedAtMs)",

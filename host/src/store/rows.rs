@@ -32,6 +32,26 @@ pub const NOTIFIED_ALERTS_SINCE: &str = "SELECT a.AlertID, a.ReadingID, a.Patien
      a.CreatedAtMs, l.Status FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
      WHERE a.TimestampMs > ? AND l.Status <> 'suppressed' ORDER BY a.TimestampMs, a.AlertID";
 
+/// A sink's confirmed cursor, one JSON row per sink.
+pub const SINK_CURSOR_SELECT: &str = "SELECT CursorJson FROM SinkCursors WHERE Sink = ?";
+
+pub fn encode_cursor(c: &super::FeedCursor) -> String {
+    serde_json::to_string(c).expect("a cursor serialises")
+}
+
+pub fn decode_cursor(json: Option<String>) -> Result<Option<super::FeedCursor>, StoreError> {
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("SinkCursors: {e}")))
+    })
+    .transpose()
+}
+
+/// The time before which a diagnostics table's rows go: older than `before_ms`, or at or
+/// older than `past`, the time of the row just past the newest ones to keep.
+pub fn diagnostics_cut(past: Option<i64>, before_ms: i64) -> i64 {
+    past.map_or(before_ms, |t| before_ms.max(t.saturating_add(1)))
+}
+
 /// Ids per `IN (…)` list when looking rows up by id.
 pub const IDS_PER_LOOKUP: usize = 500;
 

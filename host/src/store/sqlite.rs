@@ -750,7 +750,7 @@ impl Store for SqliteStore {
                         .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
                         .fetch_optional(&self.pool)
                         .await?;
-                let cut = past.map_or(before_ms, |t| before_ms.max(t.saturating_add(1)));
+                let cut = decode::diagnostics_cut(past, before_ms);
                 let sql = format!("DELETE FROM {table} WHERE {time} < ?");
                 let n = sqlx::query(&sql)
                     .bind(cut)
@@ -772,16 +772,12 @@ impl Store for SqliteStore {
         sink: &'a str,
     ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
         Box::pin(async move {
-            let json: Option<String> =
-                sqlx::query_scalar("SELECT CursorJson FROM SinkCursors WHERE Sink = ?")
+            decode::decode_cursor(
+                sqlx::query_scalar(decode::SINK_CURSOR_SELECT)
                     .bind(sink)
                     .fetch_optional(&self.pool)
-                    .await?;
-            json.map(|j| {
-                serde_json::from_str(&j)
-                    .map_err(|e| StoreError::Corrupt(format!("SinkCursors: {e}")))
-            })
-            .transpose()
+                    .await?,
+            )
         })
     }
 
@@ -791,7 +787,7 @@ impl Store for SqliteStore {
         cursor: &'a FeedCursor,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let json = serde_json::to_string(cursor).expect("a cursor serialises");
+            let json = decode::encode_cursor(cursor);
             sqlx::query(
                 "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?) \
                  ON CONFLICT (Sink) DO UPDATE SET CursorJson = excluded.CursorJson, UpdatedAtMs = excluded.UpdatedAtMs",

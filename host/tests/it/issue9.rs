@@ -15,21 +15,6 @@ fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
     sqlite_host_config(db, 32, rules)
 }
 
-/// Sends payloads through the embedded source and waits until each is acknowledged.
-async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
-    let source = app.handle.embedded_source("test");
-    let acked = AckCounter::default();
-    let mut sent = 0;
-    for p in payloads {
-        source
-            .send_with_ack(p.into_bytes(), acked.ack())
-            .await
-            .unwrap();
-        sent += 1;
-    }
-    acked.wait_for(sent, Duration::from_secs(30)).await;
-}
-
 /// Every alert the live feed has received so far.
 fn drain(rx: &mut tokio::sync::broadcast::Receiver<Alert>) -> Vec<Alert> {
     let mut out = Vec::new();

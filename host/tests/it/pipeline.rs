@@ -1,7 +1,7 @@
 //! The pipeline end to end on the embedded default: SQLite store, embedded source, real rules.
 
 use crate::support::*;
-use glucoguard::app::{self, App};
+use glucoguard::app;
 use glucoguard::config::{Config, RuleConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,21 +11,6 @@ use std::time::Duration;
 
 fn config(db: &Path, rules: Vec<RuleConfig>) -> Config {
     sqlite_host_config(db, 32, rules)
-}
-
-/// Sends payloads and waits until every one is acknowledged (durable).
-async fn send_all(app: &App, payloads: impl IntoIterator<Item = String>) {
-    let source = app.handle.embedded_source("test");
-    let acked = AckCounter::default();
-    let mut sent = 0;
-    for p in payloads {
-        source
-            .send_with_ack(p.into_bytes(), acked.ack())
-            .await
-            .unwrap();
-        sent += 1;
-    }
-    acked.wait_for(sent, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,19 +43,6 @@ async fn stored_alerts(app: &App) -> Alerts {
     out
 }
 
-/// Sends one payload at a time, each after the one before is durable.
-async fn send_each(app: &App, lines: &[String]) {
-    let source = app.handle.embedded_source("t");
-    for l in lines {
-        let acked = AckCounter::default();
-        source
-            .send_with_ack(l.clone().into_bytes(), acked.ack())
-            .await
-            .unwrap();
-        acked.wait_for(1, Duration::from_secs(30)).await;
-    }
-}
-
 /// Device telemetry as producers send it: `fields` among battery_level, connectivity_status,
 /// firmware_version, error_codes.
 fn device_json(id: &str, device: u64, at_ms: i64, fields: serde_json::Value) -> String {

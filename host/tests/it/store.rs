@@ -226,10 +226,12 @@ pub(crate) async fn dead_letters_and_rule_faults_are_bounded_by_count_and_age(
 
 pub(crate) async fn sink_cursors_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.sink_cursor("archive").await.unwrap(), None);
-    let mut c = glucoguard::store::FeedCursor::default();
-    c.glucose = Cursor {
-        received_at_ms: 5,
-        id: "g:1:a".into(),
+    let mut c = glucoguard::store::FeedCursor {
+        glucose: Cursor {
+            received_at_ms: 5,
+            id: "g:1:a".into(),
+        },
+        ..Default::default()
     };
     store.put_sink_cursor("archive", &c).await.unwrap();
     c.alerts = Cursor::at(9);

@@ -192,3 +192,35 @@ pub async fn wait_caught_up(app: &glucoguard::app::App, limit: std::time::Durati
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// Sends payloads through a started host's embedded source and waits until every one is
+/// acknowledged (stored).
+pub async fn send_all(app: &glucoguard::app::App, payloads: impl IntoIterator<Item = String>) {
+    let source = app.handle.embedded_source("test");
+    let acked = AckCounter::default();
+    let mut sent = 0;
+    for p in payloads {
+        source
+            .send_with_ack(p.into_bytes(), acked.ack())
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    acked
+        .wait_for(sent, std::time::Duration::from_secs(30))
+        .await;
+}
+
+/// Sends one payload at a time, each after the one before is acknowledged: arrival order is
+/// the order given and every reading is evaluated before the next arrives.
+pub async fn send_each(app: &glucoguard::app::App, lines: &[String]) {
+    let source = app.handle.embedded_source("t");
+    for l in lines {
+        let acked = AckCounter::default();
+        source
+            .send_with_ack(l.clone().into_bytes(), acked.ack())
+            .await
+            .unwrap();
+        acked.wait_for(1, std::time::Duration::from_secs(30)).await;
+    }
+}

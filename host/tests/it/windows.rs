@@ -9,7 +9,6 @@ use glucoguard::model::ParamValue;
 use glucoguard::model::parse::given_reading_id;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 /// Runs the default rule over lines; returns (reading_id, code) of every alert.
 fn alerts(lines: &[String], params: &[(&str, f64)]) -> BTreeSet<(String, String)> {
@@ -140,35 +139,6 @@ async fn host(
     );
     tune(&mut config);
     glucoguard::app::start(&config).await.unwrap()
-}
-
-/// Sends one payload at a time, each after the one before is durable: arrival order is the
-/// order given and every reading is evaluated before the next arrives.
-async fn send_each(app: &App, lines: &[String]) {
-    let source = app.handle.embedded_source("t");
-    for l in lines {
-        let acked = AckCounter::default();
-        source
-            .send_with_ack(l.clone().into_bytes(), acked.ack())
-            .await
-            .unwrap();
-        acked.wait_for(1, Duration::from_secs(30)).await;
-    }
-}
-
-/// Sends every payload without waiting, then waits until all are durable.
-async fn send_all(app: &App, lines: &[String]) {
-    let source = app.handle.embedded_source("t");
-    let acked = AckCounter::default();
-    for l in lines {
-        source
-            .send_with_ack(l.clone().into_bytes(), acked.ack())
-            .await
-            .unwrap();
-    }
-    acked
-        .wait_for(lines.len() as u64, Duration::from_secs(60))
-        .await;
 }
 
 /// Every stored alert (suppressed ones included): (reading id as sent, code) → value.
@@ -332,7 +302,7 @@ async fn streamed(
         &[],
     )
     .await;
-    send_all(&app, lines).await;
+    send_all(&app, lines.iter().cloned()).await;
     let got = stored_alerts(&app).await;
     let handle = app.handle.clone();
     stop(app).await;
