@@ -71,6 +71,9 @@ pub struct PipelineStats {
     pub suppressed: u64,
     /// Readings whose id was already stored (or seen) with other content: dead letters.
     pub conflicts: u64,
+    /// Readings handed to rules, summed over the rules (a reading two rules evaluate counts
+    /// twice): a reading evaluated twice by one rule set would show here.
+    pub rule_readings: u64,
     pub store_retries: u64,
     pub sink_retries: u64,
     pub rules: Vec<RuleStatus>,
@@ -637,7 +640,11 @@ impl Pipeline {
         }
         let rules = &mut self.rules;
         let history = &self.history;
+        let seen =
+            |rules: &RuleSet| -> u64 { rules.rules().iter().map(|r| r.metrics().readings).sum() };
+        let before = seen(rules);
         let eval: Evaluation = tokio::task::block_in_place(|| rules.evaluate(&readings, history));
+        self.stats.rule_readings += seen(&self.rules) - before;
         for r in &readings {
             self.history.trim(r.subject());
         }

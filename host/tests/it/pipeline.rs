@@ -191,6 +191,12 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     send_range(2 * N / 3..N).await.unwrap();
     wait_acked(N as u64).await;
 
+    // One rule in each set: every reading was handed to exactly one rule, once.
+    assert_eq!(
+        app.handle.stats().rule_readings,
+        N as u64,
+        "no reading evaluated twice or skipped"
+    );
     let alerts = app.store.alerts(10 * N as u32).await.unwrap();
     let mut per_reading: HashMap<&str, Vec<&str>> = HashMap::new();
     for (a, _) in &alerts {
@@ -393,12 +399,14 @@ async fn a_failing_storage_sink_never_delays_alerts_and_catches_up_from_the_stor
         fail_first: 1_000_000.into(),
         ..HeldSink::default()
     });
+    // A second, healthy sink is not held back by the first.
+    let healthy = Arc::new(HeldSink::default());
     let app = app::start_with(
         &config(
             &dir.path().join("g.db"),
             vec![rule("glucoguard_default_rule", &[("high_mg_dl", 40.0)])],
         ),
-        vec![sink.clone()],
+        vec![sink.clone(), healthy.clone()],
     )
     .await
     .unwrap();
@@ -418,6 +426,14 @@ async fn a_failing_storage_sink_never_delays_alerts_and_catches_up_from_the_stor
     assert_eq!(app.store.counts().await.unwrap().glucose_readings, 10);
     assert_eq!(sink.readings.load(Ordering::SeqCst), 0);
     tokio::time::timeout(Duration::from_secs(10), async {
+        while healthy.readings.load(Ordering::SeqCst) < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the healthy sink got every reading while the other one refused");
+    healthy.release();
+    tokio::time::timeout(Duration::from_secs(10), async {
         while sink.refused.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -426,6 +442,7 @@ async fn a_failing_storage_sink_never_delays_alerts_and_catches_up_from_the_stor
     .expect("the feeder keeps retrying");
     let feed = &app.handle.feeds()[0];
     assert!(!feed.caught_up && feed.failures >= 1, "{feed:?}");
+    assert_eq!(app.handle.feeds()[1].failures, 0);
     assert!(
         feed.last_error.as_deref().unwrap_or("").contains("not now"),
         "{feed:?}"
@@ -444,7 +461,8 @@ async fn a_failing_storage_sink_never_delays_alerts_and_catches_up_from_the_stor
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             sink.release();
-            if app.handle.feeds()[0].caught_up {
+            healthy.release();
+            if app.handle.feeds().iter().all(|f| f.caught_up) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
