@@ -137,17 +137,35 @@ fn table(
         ])
     };
 
-    // Same alerts from both paths before timing anything.
-    let native_alerts: usize = readings
+    // The same alert set from both paths (ids, codes, severities, values) before timing
+    // anything: equal counts alone could hide one path alerting on other readings.
+    let key = |a: &Alert| {
+        (
+            a.id.clone(),
+            a.code.clone(),
+            a.severity,
+            a.value.map(f64::to_bits),
+        )
+    };
+    let native: std::collections::BTreeSet<_> = readings
         .chunks(64)
-        .map(|c| native_batch(c, history, high, avg_high).len())
-        .sum();
+        .flat_map(|c| native_batch(c, history, high, avg_high))
+        .map(|a| key(&a))
+        .collect();
     let mut check = set(with_epoch);
-    let wasm_alerts: usize = readings
+    let wasm: std::collections::BTreeSet<_> = readings
         .chunks(64)
-        .map(|c| check.evaluate(c, history).alerts.len())
-        .sum();
-    assert_eq!(native_alerts, wasm_alerts, "native and Wasm disagree");
+        .flat_map(|c| check.evaluate(c, history).alerts)
+        .map(|a| key(&a))
+        .collect();
+    assert!(
+        native == wasm,
+        "native and Wasm disagree: {} vs {} alerts, {} in common",
+        native.len(),
+        wasm.len(),
+        native.intersection(&wasm).count()
+    );
+    let wasm_alerts = wasm.len();
     println!(
         "\n{title}: {} readings, {} patients, {} alerts per pass ({:.1} %); median of {ROUNDS} interleaved rounds",
         READINGS,

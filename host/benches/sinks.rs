@@ -178,15 +178,15 @@ fn sink_throughput(rt: &tokio::runtime::Runtime) {
     for (b, &size) in BATCH_SIZES.iter().enumerate() {
         for (t, name) in names.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
+            let analytics = (t == 2).then(|| Analytics::open(dir.path().join("b.duckdb")).unwrap());
+            let mut store_target = None;
             let r = rt.block_on(async {
                 let target = match t {
                     0 => Target::Store(Arc::new(
                         SqliteStore::open(&dir.path().join("b.db")).await.unwrap(),
                     )),
                     1 => Target::Store(mariadb("gg_bench_sinks").await),
-                    2 => Target::Sink(Arc::new(AnalyticsSink::new(
-                        Analytics::open(dir.path().join("b.duckdb")).unwrap(),
-                    ))),
+                    2 => Target::Sink(Arc::new(AnalyticsSink::new(analytics.clone().unwrap()))),
                     3 => Target::Sink(Arc::new(
                         ArchiveSink::connect(&archive_config(Backend::Local {
                             path: dir.path().join("archive"),
@@ -211,8 +211,49 @@ fn sink_throughput(rt: &tokio::runtime::Runtime) {
                         Target::Sink(Arc::new(ArchiveSink::new(store, &cfg)))
                     }
                 };
+                if let Target::Store(st) = &target {
+                    store_target = Some(st.clone());
+                }
                 sustained(&target, &pool, size, secs).await
             });
+            // What was timed landed: every row written is in the destination, once.
+            let landed = match t {
+                0 | 1 => rt.block_on(async {
+                    let c = store_target.as_ref().unwrap().counts().await.unwrap();
+                    Some(c.glucose_readings + c.device_readings)
+                }),
+                2 => {
+                    let a = analytics.as_ref().unwrap();
+                    Some(
+                        a.count(glucoguard::analytics::Table::GlucoseReadings)
+                            .unwrap()
+                            + a.count(glucoguard::analytics::Table::DeviceReadings)
+                                .unwrap(),
+                    )
+                }
+                3 => {
+                    let conn = duckdb::Connection::open_in_memory().unwrap();
+                    let count = |table: &str| -> u64 {
+                        let glob =
+                            format!("{}/archive/**/{table}/**/*.parquet", dir.path().display());
+                        conn.query_row(
+                            &format!("SELECT count(*) FROM read_parquet('{glob}')"),
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .unwrap() as u64
+                    };
+                    Some(count("glucose_readings") + count("device_readings"))
+                }
+                // Azurite: the archive suite reads objects back row by row (tests/it/archive.rs).
+                _ => None,
+            };
+            if let Some(landed) = landed {
+                assert_eq!(
+                    landed, r.0,
+                    "{name} batch {size}: rows written vs rows landed"
+                );
+            }
             eprintln!(
                 "{name:<24} batch {size:>4}: {:>9.0} readings/s ({} written)",
                 r.1, r.0
