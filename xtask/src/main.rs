@@ -7,7 +7,7 @@
 //!   `cargo xtask backfill --patients 100 --duration 30d --db glucoguard.db`.
 //! - `test`: build the plugins, run the plugin unit tests natively, then the whole workspace
 //!   test suite (cargo-nextest when installed, else cargo test).
-//! - `bench`: build the plugins, run the host benchmarks and refresh `BENCHMARKS.md` figures.
+//! - `bench`: build the plugins and run every benchmark; each prints the tables `BENCHMARKS.md` quotes (copy them there by hand: figures are not rewritten automatically).
 //! - `lint`: rustfmt check and clippy with warnings denied.
 
 use anyhow::{Context, Result, bail};
