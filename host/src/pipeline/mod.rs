@@ -510,14 +510,14 @@ impl Pipeline {
     /// which are therefore not notified again.
     async fn classify(
         &mut self,
-        parsed: Vec<(Reading, Ack, Arc<str>)>,
+        parsed: Vec<(Reading, SourceItem)>,
         received_at_ms: EpochMs,
         acks: &mut Vec<Ack>,
         dead_letters: &mut Vec<DeadLetter>,
     ) -> Vec<Reading> {
         let scoped: Vec<&str> = parsed
             .iter()
-            .map(|(r, _, _)| r.id.as_str())
+            .map(|(r, _)| r.id.as_str())
             .filter(|id| !id.starts_with("h-"))
             .collect();
         let stored: HashMap<String, Reading> = if scoped.is_empty() {
@@ -538,7 +538,12 @@ impl Pipeline {
         };
         let mut fresh: Vec<Reading> = Vec::with_capacity(parsed.len());
         let mut in_batch: HashMap<String, usize> = HashMap::with_capacity(parsed.len());
-        for (r, ack, origin) in parsed {
+        for (r, item) in parsed {
+            let SourceItem {
+                payload,
+                origin,
+                ack,
+            } = item;
             let earlier = in_batch
                 .get(&r.id)
                 .map(|&i| &fresh[i])
@@ -555,7 +560,7 @@ impl Pipeline {
                         r.device_id(),
                         crate::model::format_ms(earlier.at_ms)
                     ),
-                    payload: serde_json::to_string(&r).unwrap_or_default(),
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
                     received_at_ms,
                 });
                 acks.push(ack);
@@ -605,7 +610,7 @@ impl Pipeline {
                 }
             });
             match result {
-                Ok(r) => parsed.push((r, item.ack, item.origin)),
+                Ok(r) => parsed.push((r, item)),
                 Err(reason) => {
                     let payload = String::from_utf8_lossy(
                         &item.payload[..item.payload.len().min(parse::MAX_PAYLOAD_BYTES)],

@@ -249,6 +249,11 @@ async fn hole6_reading_ids_are_scoped_by_device_and_a_reused_id_is_a_conflict() 
     let dl = app.store.dead_letters(10).await.unwrap();
     assert_eq!(dl.len(), 1);
     assert!(dl[0].reason.starts_with("conflict"), "{}", dl[0].reason);
+    assert_eq!(
+        dl[0].payload,
+        glucose_json("1", 1, T0 + 5 * MIN, 90.0),
+        "the raw payload is kept"
+    );
     assert_eq!(app.handle.stats().conflicts, 1);
     // The same id with the same content twice in one batch is a plain duplicate.
     send_all(
