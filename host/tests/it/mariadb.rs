@@ -593,6 +593,8 @@ listen = "127.0.0.1:{port}"
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A failing assertion must not leave the host running: kill it on the way out.
+    let guard = KillOnDrop(Some(host.id()));
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while ureq::get(&format!("{base}/health")).call().is_err() {
@@ -678,6 +680,8 @@ listen = "127.0.0.1:{port}"
     let exit = tokio::task::spawn_blocking(move || host.wait().unwrap())
         .await
         .unwrap();
+    let mut guard = guard;
+    guard.0 = None;
     assert!(
         exit.success(),
         "glucoguard run exits cleanly on Ctrl-C: {exit}"
@@ -763,4 +767,17 @@ listen = "127.0.0.1:{port}"
         (0, (N / 2) as u64)
     );
     db.drop_database().await;
+}
+
+/// Sends SIGKILL to a child process when dropped, unless disarmed (`.0 = None`).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
