@@ -223,7 +223,9 @@ impl PipelineHandle {
 }
 
 /// Suppression state: the last notified alert per (subject, rule, code).
-type SuppressKey = (SubjectKey, String, String);
+/// (subject, hash of rule name and alert code): 24 bytes a key instead of two strings, since
+/// the map holds an entry per monitored patient and code.
+type SuppressKey = (SubjectKey, u64);
 
 /// Everything the pipeline runs with.
 pub struct Pipeline {
@@ -791,6 +793,7 @@ impl Pipeline {
 /// Alerts are suppressed per subject (the patient for glucose, the device for telemetry),
 /// rule and alert code: a rising alert never hides a falling one.
 fn suppress_key(a: &Alert) -> SuppressKey {
+    use std::hash::{Hash, Hasher};
     let subject = SubjectKey {
         kind: a.kind,
         id: if a.kind == ReadingKind::Glucose {
@@ -799,5 +802,7 @@ fn suppress_key(a: &Alert) -> SuppressKey {
             a.device_id
         },
     };
-    (subject, a.rule.name.clone(), a.code.clone())
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a.rule.name.as_str(), a.code.as_str()).hash(&mut h);
+    (subject, h.finish())
 }
