@@ -164,7 +164,10 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
                 // A quarantined version must not keep the other rules from running: start
                 // without it and say so loudly (also in `/api/stats`).
                 Err(RuleError::Quarantined { rule, reason }) => {
-                    tracing::warn!(rule = %rule, reason = %reason, path = %path, "rule from the config is quarantined and will not run until released (`glucoguard rules release {rule}`)");
+                    // The reason may quote the rule's output (patient data): it is in `/api/stats`,
+                    // not in the log.
+                    let _ = reason;
+                    tracing::warn!(rule = %rule, path = %path, "rule from the config is quarantined and will not run until released (`glucoguard rules release {rule}`; the reason is in /api/stats)");
                     continue;
                 }
                 Err(source) => {

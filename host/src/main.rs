@@ -380,8 +380,11 @@ async fn release_rule(rule: String, config: PathBuf) -> Result<()> {
     };
     store.release_quarantine(&rule).await?;
     tracing::warn!(rule = %rule, "rule quarantine released");
+    // The reason's tail quotes the fault (a trap message, the rule's output), which may carry
+    // patient data: the terminal gets its summary, `/api/stats` and the store the whole.
+    let summary = reason.split("; last:").next().unwrap_or(reason);
     println!(
-        "released {rule} from quarantine (it was quarantined for: {reason}); it runs again where it \
+        "released {rule} from quarantine (it had {summary}); it runs again where it \
          is the enabled version, from a host's next start or rule reload"
     );
     Ok(())

@@ -269,8 +269,10 @@ impl Pipeline {
         let plan = manager.plan().await?;
         let quarantined = plan.quarantined.clone();
         let rules = plan.assemble(Vec::new());
-        for (rule, reason) in &quarantined {
-            tracing::warn!(rule = %rule, reason = %reason, "enabled rule is quarantined and does not run; release it with `glucoguard rules release {rule}`");
+        // The reasons may quote a rule's output (patient data): they are in `/api/stats`, not
+        // in the log.
+        for (rule, _) in &quarantined {
+            tracing::warn!(rule = %rule, "enabled rule is quarantined and does not run; release it with `glucoguard rules release {rule}` (the reason is in /api/stats)");
         }
         let (input_tx, input) = mpsc::channel(config.queue_capacity.max(1));
         let (commands_tx, commands) = mpsc::channel(16);
