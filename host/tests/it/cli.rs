@@ -477,3 +477,88 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The logs (at the default `info`) and the terminal carry no glucose value and no patient
+/// name, whatever the host does with them: alerts, a poison reading that traps a rule, an
+/// implausible value dead-lettered, dimension data with names.
+#[test]
+fn no_glucose_value_or_patient_name_reaches_the_logs_or_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("glucoguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nkind = \"sqlite\"\npath = \"g.db\"\n\n[[rules]]\npath = \"{}\"\n\n[[rules]]\npath = \"{}\"\n\n[notify]\nconsole = true\n",
+            plugin_path("glucoguard_default_rule").display(),
+            plugin_path("trap_on_poison").display()
+        ),
+    )
+    .unwrap();
+    let mut host = Host::start(&config);
+    let base = host.base.clone();
+    let stdout = drain(host.child.stdout.take().unwrap());
+    let stderr = drain(host.child.stderr.take().unwrap());
+    let dims = glucoguard::demo::simulated_dimensions(42, 3).unwrap();
+    let names: Vec<String> = dims
+        .patients
+        .iter()
+        .flat_map(|p| [p.first_name.clone(), p.last_name.clone()])
+        .filter(|n| n.len() >= 4)
+        .collect();
+    assert!(!names.is_empty());
+    let mut resp = agent()
+        .post(&format!("{base}/api/dimensions"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_string(&dims).unwrap())
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.body_mut().read_to_string().unwrap()
+    );
+    let patient = dims.patients[0].patient_id;
+    let body = format!(
+        "[{},{},{},{}]",
+        glucose_json("v1", patient, T0, 187.25),
+        glucose_json("v2", patient, T0 + 5 * MIN, 193.75),
+        glucose_json("v3", patient, T0 + 10 * MIN, 333.0),
+        r#"{"patient_id":1,"device_id":2,"glucose_level":5123.5,"timestamp":"2026-11-18T11:00:00Z"}"#
+    );
+    let mut resp = agent()
+        .post(&format!("{base}/api/ingest"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .unwrap();
+    let answer = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{answer}");
+    host.signal("-TERM");
+    let exit = wait_exit(&mut host.child, Duration::from_secs(30));
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("ALERT "),
+        "the alerts were printed: {stdout}"
+    );
+    assert!(stderr.contains("INFO"), "info logs were on: {stderr}");
+    // Compared token by token (hex ids, salted aliases and timestamps may spell any digits).
+    let tokens = |text: &str| -> std::collections::HashSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+            .map(|t| t.trim_end_matches('.').to_owned())
+            .collect()
+    };
+    let (out, err) = (tokens(&stdout), tokens(&stderr));
+    for secret in [
+        "187.25", "187.2", "193.75", "193.8", "333", "333.0", "5123.5",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(names)
+    {
+        assert!(
+            !out.contains(&secret),
+            "{secret:?} on the terminal: {stdout}"
+        );
+        assert!(!err.contains(&secret), "{secret:?} in the logs: {stderr}");
+    }
+}
