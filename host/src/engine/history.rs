@@ -172,6 +172,11 @@ impl History {
                 self.len -= 1;
             }
         }
+        // A batch wider than the retention grew the deque; give the space back once trimmed
+        // (to the size steady state would have), so a backlog does not stay in memory.
+        if points.capacity() > 4 * points.len().max(8) {
+            points.shrink_to((points.len() + 1).next_power_of_two());
+        }
     }
 
     /// Number of subjects held.
@@ -380,6 +385,11 @@ mod tests {
         );
         h.trim(P);
         assert_eq!(h.len(), 10);
+        assert!(
+            h.subjects[&P].capacity() <= 32,
+            "the batch's space is given back: capacity {}",
+            h.subjects[&P].capacity()
+        );
     }
 
     #[test]
