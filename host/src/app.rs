@@ -218,7 +218,9 @@ pub async fn start_with(
     let engine = Engine::new(config.engine.clone())?;
     let manager = Arc::new(RuleManager::new(engine, store.clone()));
     register_rules(&manager, config).await?;
-    let live = LiveFeed::new(1024);
+    // Room for several full batches of alerts (1024 readings × a few alerts each), so a
+    // subscriber a moment behind (the admin UI) loses none; about 3 MiB when full.
+    let live = LiveFeed::new(16 * 1024);
     let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(live.clone())];
     if config.console {
         notifiers.push(Arc::new(ConsoleNotifier::new(config.console_details)));
