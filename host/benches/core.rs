@@ -449,7 +449,7 @@ fn model_footprint(n: u64, t0: EpochMs) -> ModelFootprint {
 
 /// `History` bytes per patient when each patient's `backlog` readings (a device catching up
 /// after an outage) arrive in one batch before the 2 hours of live readings: the pipeline
-/// inserts a whole batch before trimming, and a `VecDeque` keeps its capacity after the trim.
+/// inserts a whole batch before trimming; the trim gives the space back.
 fn backlog_footprint(n: u64, t0: EpochMs, backlog: i64) -> (i64, usize) {
     quiesce();
     let base = live_heap();
@@ -659,7 +659,7 @@ fn memory(rt: &tokio::runtime::Runtime) {
         hosts[1].fed_allocs,
     );
     println!(
-        "\nIf each patient's {BACKLOG} readings of backlog (8 h) first arrive in one batch, `History` holds {:.0} B/patient at {} patients after the same 2 h of live readings ({:.2}× the steady state above): the whole batch goes in before the trim, and a `VecDeque` keeps its capacity.",
+        "\nIf each patient's {BACKLOG} readings of backlog (8 h) first arrive in one batch, `History` holds {:.0} B/patient at {} patients after the same 2 h of live readings ({:.2}× the steady state above): the whole batch goes in before the trim, which then gives the space back.",
         per(backlog_bytes, SIZES[0]),
         SIZES[0],
         backlog_bytes as f64 / models[0].history_bytes as f64
