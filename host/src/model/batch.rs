@@ -75,3 +75,14 @@ pub struct FeedCursor {
     pub device: Cursor,
     pub alerts: Cursor,
 }
+
+impl FeedCursor {
+    /// The same position in all three streams.
+    pub fn uniform(at: Cursor) -> Self {
+        FeedCursor {
+            glucose: at.clone(),
+            device: at.clone(),
+            alerts: at,
+        }
+    }
+}

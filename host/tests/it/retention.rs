@@ -34,11 +34,7 @@ async fn the_retention_job_purges_old_readings_on_every_tick() {
     store
         .put_sink_cursor(
             glucoguard::retention::ARCHIVE_SINK,
-            &glucoguard::store::FeedCursor {
-                glucose: archived.clone(),
-                device: archived.clone(),
-                alerts: archived,
-            },
+            &glucoguard::store::FeedCursor::uniform(archived),
         )
         .await
         .unwrap();
@@ -113,11 +109,7 @@ async fn retention_never_purges_what_the_archive_has_not_confirmed() {
     store
         .put_sink_cursor(
             glucoguard::retention::ARCHIVE_SINK,
-            &glucoguard::store::FeedCursor {
-                glucose: cursor.clone(),
-                device: cursor.clone(),
-                alerts: cursor,
-            },
+            &glucoguard::store::FeedCursor::uniform(cursor),
         )
         .await
         .unwrap();

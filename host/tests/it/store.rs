@@ -670,11 +670,7 @@ pub(crate) async fn retention_purges_only_old_readings(store: Arc<dyn Store>) {
         (25_010, 2)
     );
     // Bounded by a downstream cursor that has confirmed nothing received at 1 or later.
-    let unconfirmed = glucoguard::store::FeedCursor {
-        glucose: Cursor::at(1),
-        device: Cursor::at(1),
-        alerts: Cursor::at(1),
-    };
+    let unconfirmed = glucoguard::store::FeedCursor::uniform(Cursor::at(1));
     assert_eq!(
         store
             .purge_readings_before(cut, Some(&unconfirmed))
