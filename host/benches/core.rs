@@ -42,7 +42,7 @@ use glucoguard::model::{
 };
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard::sources::Ack;
-use glucoguard::store::Store;
+use glucoguard::store::{OpsStore as _, Store};
 use glucoguard::store::sqlite::{SqliteOptions, SqliteStore};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::collections::HashMap;
@@ -686,6 +686,8 @@ struct Load {
     unexpected: AtomicU64,
     bad_answers: AtomicU64,
     run: usize,
+    /// `Authorization` header value for ingest.
+    auth: String,
 }
 
 impl Load {
@@ -725,7 +727,8 @@ async fn client(mut stream: tokio::net::TcpStream, load: Arc<Load>) {
         let patient = (load.run * 10_000_000 + j + 1) as u64;
         let body = reading_json(&load.reading_id(j), patient, now_ms() - 1000, 150.0);
         let mut request = format!(
-            "POST /api/ingest HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "POST /api/ingest HTTP/1.1\r\nhost: bench\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            load.auth,
             body.len()
         )
         .into_bytes();
@@ -813,6 +816,19 @@ fn latency_run(
     });
     let atomics = || (0..total).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
     let base = Instant::now();
+    let (record, token) = glucoguard::admin::auth::new_token(
+        "bench",
+        glucoguard::store::accounts::Role::Device,
+        None,
+        "system:bench",
+        None,
+    );
+    host_rt
+        .block_on(app.store.create_token(
+            &record,
+            &glucoguard::store::accounts::Audit::system("bench", "token.create", "bench"),
+        ))
+        .unwrap();
     let load = Arc::new(Load {
         base,
         start: base + Duration::from_millis(100),
@@ -828,6 +844,7 @@ fn latency_run(
         unexpected: AtomicU64::new(0),
         bad_answers: AtomicU64::new(0),
         run,
+        auth: format!("Bearer {token}"),
     });
     // The live feed on a thread of its own, so its clock is not held up by the clients.
     let mut feed = app.live.subscribe();

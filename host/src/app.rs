@@ -42,6 +42,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("https: {0}")]
+    Tls(#[from] crate::admin::tls::TlsError),
 }
 
 /// A started host.
@@ -70,9 +72,16 @@ pub struct App {
 pub struct HttpServer {
     stop: tokio::sync::oneshot::Sender<()>,
     task: JoinHandle<()>,
+    tls: bool,
 }
 
 impl HttpServer {
+    /// Whether this listener speaks HTTPS (`[http] tls_cert_file` / `tls_key_file`), e.g.
+    /// for the `Secure` attribute of cookies.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
     /// Stops accepting connections, answers the requests in flight and closes idle
     /// connections; waits at most `limit` for that. `false` if requests were still open then
     /// (the server is aborted).
@@ -142,6 +151,7 @@ pub async fn open_analytics(
 
 /// Registers the rules a config names: uploads each (idempotent) and sets its state.
 pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<(), StartError> {
+    let by = crate::store::accounts::Actor::system("config");
     for r in &config.rules {
         let path = r.path.display().to_string();
         let wasm = std::fs::read(&r.path).map_err(|source| StartError::ReadRule {
@@ -149,7 +159,7 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
             source,
         })?;
         let info = manager
-            .upload(&wasm)
+            .upload(&wasm, &by)
             .await
             .map_err(|source| StartError::Rule {
                 path: path.clone(),
@@ -157,7 +167,7 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
             })?;
         if r.enabled {
             match manager
-                .enable(&info.name, Some(&info.version), Some(r.params.clone()))
+                .enable(&info.name, Some(&info.version), Some(r.params.clone()), &by)
                 .await
             {
                 Ok(_) => {}
@@ -178,7 +188,7 @@ pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<()
                 }
             }
         } else {
-            manager.disable(&info.name).await.ok();
+            manager.disable(&info.name, &by).await.ok();
         }
         tracing::info!(rule = %info.rule_ref(), enabled = r.enabled, "rule registered from config");
     }
@@ -195,6 +205,12 @@ pub async fn start_with(
     config: &Config,
     extra_storage: Vec<Arc<dyn StorageSink>>,
 ) -> Result<App, StartError> {
+    // Checked before anything starts, so a bad certificate or key costs nothing. Whether the
+    // HTTP listener is HTTPS is `http_tls.is_some()` (also `HttpServer::tls`).
+    let http_tls = match &config.tls {
+        Some(files) => Some(crate::admin::tls::load_server_config(files)?),
+        None => None,
+    };
     let mut storage = extra_storage;
     let store = open_store(&config.store).await?;
     let analytics = match &config.analytics {
@@ -254,13 +270,13 @@ pub async fn start_with(
             let bound = listener
                 .local_addr()
                 .map_err(|source| StartError::Listen { addr, source })?;
-            let router = crate::sources::http::router(handle.embedded_source("http")).merge(
-                crate::admin::router(crate::admin::AdminState {
-                    store: store.clone(),
-                    pipeline: handle.clone(),
-                }),
+            let admin_store: Arc<dyn crate::store::AdminStore> = store.clone();
+            let router = crate::admin::router(
+                crate::admin::AdminState::new(admin_store, handle.clone(), http_tls.is_some()),
+                handle.embedded_source("http"),
             );
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let tls = http_tls.is_some();
             let task = tokio::spawn(async move {
                 // Only an explicit stop ends the server: dropping the `App` leaves it running.
                 let signal = async move {
@@ -268,16 +284,14 @@ pub async fn start_with(
                         std::future::pending::<()>().await;
                     }
                 };
-                match axum::serve(listener, router)
-                    .with_graceful_shutdown(signal)
-                    .await
-                {
+                match crate::admin::tls::serve(listener, router, http_tls, signal).await {
                     Ok(()) => tracing::info!("http server stopped"),
                     Err(e) => tracing::error!(error = %e, "http server failed"),
                 }
             });
-            tracing::info!(%bound, "http listening: POST /api/ingest, GET /health, GET /ready, GET /api/stats, GET /api/sinks, POST /api/dimensions");
-            (Some(bound), Some(HttpServer { stop, task }))
+            let url = format!("{}://{bound}", if tls { "https" } else { "http" });
+            tracing::info!(%url, "http listening: POST /api/ingest, GET /health, GET /ready, GET /api/stats, GET /api/sinks, POST /api/dimensions");
+            (Some(bound), Some(HttpServer { stop, task, tls }))
         }
     };
     Ok(App {

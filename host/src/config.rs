@@ -107,6 +107,11 @@ fn default_retention_every() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain (leaf first) for HTTPS from the binary, for deployments without
+    /// a TLS-terminating proxy; together with `tls_key_file` or not at all.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (unencrypted: the host starts unattended).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +192,9 @@ pub struct Config {
     /// The console prints patient ids, values and rule messages (`[notify] console_details`).
     pub console_details: bool,
     pub listen: Option<std::net::SocketAddr>,
+    /// HTTPS on `listen` (`[http] tls_cert_file` / `tls_key_file`); plain HTTP when `None`.
+    /// The files are read and checked by `app::start`, before anything else starts.
+    pub tls: Option<TlsFiles>,
     pub analytics: Option<AnalyticsConfig>,
     pub archive: Option<crate::archive::ArchiveConfig>,
     pub retention: Option<RetentionConfig>,
@@ -204,6 +212,14 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct AnalyticsConfig {
     pub path: PathBuf,
+}
+
+/// The certificate and key files for HTTPS, resolved against the config file's folder.
+/// Only the paths: the key's content is read at start and never kept here or printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +359,25 @@ impl Config {
                 })
             }
         };
+        let tls = match (&raw.http.tls_cert_file, &raw.http.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert_file: resolve(cert),
+                key_file: resolve(key),
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                let (set, unset) = if raw.http.tls_cert_file.is_some() {
+                    ("tls_cert_file", "tls_key_file")
+                } else {
+                    ("tls_key_file", "tls_cert_file")
+                };
+                problems.push(format!(
+                    "http.{set} is set without http.{unset}: HTTPS needs both (the PEM \
+                     certificate chain and its private key); set neither for plain HTTP"
+                ));
+                None
+            }
+        };
         let d = raw.diagnostics;
         if d.max_rows == 0 || d.max_age_days == 0 || d.every_secs == 0 {
             problems.push(
@@ -373,6 +408,7 @@ impl Config {
             console: raw.notify.console,
             console_details: raw.notify.console_details,
             listen: raw.http.listen,
+            tls,
             analytics: raw.analytics.map(|a| AnalyticsConfig {
                 path: resolve(&a.path),
             }),

@@ -118,7 +118,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.dimensions {
         let dims = simulated_dimensions(args.seed, args.patients)?;
         dims.validate().map_err(anyhow::Error::msg)?;
-        app.store.put_dimensions(&dims).await?;
+        let audit = crate::store::accounts::Audit::system("demo", "dimensions.import", "dimensions")
+            .with_after(dims.summary());
+        app.store.put_dimensions(&dims, &audit).await?;
     }
     let wall = std::time::Instant::now();
     let pacing = if args.fast {

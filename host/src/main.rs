@@ -62,6 +62,16 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Accounts of the admin API (create the first admin here).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// API tokens for automation and devices.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// The Parquet archive.
     Archive {
         #[command(subcommand)]
@@ -107,6 +117,41 @@ enum RetentionCommand {
 }
 
 #[derive(Subcommand)]
+enum UsersCommand {
+    /// Create an account. The password comes from `GLUCOGUARD_PASSWORD` or the first line
+    /// of standard input, never from the command line (it would show in `ps`).
+    Add {
+        username: String,
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// A clinician's subscriber row: they see the patients it follows.
+        #[arg(long)]
+        subscriber: Option<u64>,
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Issue a token and print it once (only its hash is stored).
+    Add {
+        #[arg(long)]
+        name: String,
+        /// `device` (ingest only), `clinician` (needs --user) or `admin`.
+        #[arg(long, default_value = "device")]
+        role: String,
+        /// The account the token acts for.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long, env = "GLUCOGUARD_CONFIG", default_value = "glucoguard.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum RulesCommand {
     /// Print what a rule declares, or why it is rejected.
     Inspect { wasm: PathBuf },
@@ -144,6 +189,25 @@ fn main() -> Result<()> {
         Command::Rules {
             command: RulesCommand::Release { rule, config },
         } => rt.block_on(release_rule(rule, config)),
+        Command::Users {
+            command:
+                UsersCommand::Add {
+                    username,
+                    role,
+                    subscriber,
+                    config,
+                },
+        } => rt.block_on(add_user(username, role, subscriber, config)),
+        Command::Tokens {
+            command:
+                TokensCommand::Add {
+                    name,
+                    role,
+                    user,
+                    expires_in_days,
+                    config,
+                },
+        } => rt.block_on(add_token(name, role, user, expires_in_days, config)),
         Command::Retention {
             command:
                 RetentionCommand::Apply {
@@ -343,6 +407,76 @@ impl StopSignals {
     }
 }
 
+fn parse_role(role: &str) -> Result<glucoguard::store::accounts::Role> {
+    glucoguard::store::accounts::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("{role:?} is not a role: admin, clinician or device"))
+}
+
+/// `glucoguard users add NAME`: creates an account, e.g. the first admin.
+async fn add_user(
+    username: String,
+    role: String,
+    subscriber: Option<u64>,
+    config: PathBuf,
+) -> Result<()> {
+    let role = parse_role(&role)?;
+    let password = match std::env::var("GLUCOGUARD_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            eprintln!("password (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let user = glucoguard::admin::auth::new_user(&username, &password, role, subscriber)
+        .map_err(anyhow::Error::msg)?;
+    let config = Config::load(&config)?;
+    let store = app::open_store(&config.store).await?;
+    let audit = glucoguard::store::accounts::Actor::system("cli")
+        .audit("user.create", format!("user:{}", user.username))
+        .with_after(&user);
+    store.create_user(&user, &audit).await?;
+    println!("created {} user {}", role.as_str(), user.username);
+    Ok(())
+}
+
+/// `glucoguard tokens add --name N --role device`: prints a new token once.
+async fn add_token(
+    name: String,
+    role: String,
+    user: Option<String>,
+    expires_in_days: Option<u32>,
+    config: PathBuf,
+) -> Result<()> {
+    let role = parse_role(&role)?;
+    let config = Config::load(&config)?;
+    let store = app::open_store(&config.store).await?;
+    let user_id = match &user {
+        Some(u) => Some(
+            store
+                .user_by_name(&u.to_lowercase())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user {u}"))?
+                .user_id,
+        ),
+        None if role == glucoguard::store::accounts::Role::Clinician => {
+            bail!("a clinician token acts for a clinician: pass --user")
+        }
+        None => None,
+    };
+    let expires = expires_in_days.map(|d| glucoguard::model::now_ms() + i64::from(d) * 86_400_000);
+    let (record, token) =
+        glucoguard::admin::auth::new_token(&name, role, user_id, "system:cli", expires);
+    let audit = glucoguard::store::accounts::Actor::system("cli")
+        .audit("token.create", format!("token:{}", record.token_id))
+        .with_after(&record);
+    store.create_token(&record, &audit).await?;
+    println!("{token}");
+    eprintln!("token {} ({} role): shown once, store it now", record.token_id, role.as_str());
+    Ok(())
+}
+
 /// `glucoguard rules release NAME@VERSION`: clears the version's quarantine in the store.
 async fn release_rule(rule: String, config: PathBuf) -> Result<()> {
     let Some((name, version)) = rule
@@ -378,7 +512,10 @@ async fn release_rule(rule: String, config: PathBuf) -> Result<()> {
     let Some(reason) = &stored.quarantine_reason else {
         bail!("{rule} is not quarantined; nothing to release");
     };
-    store.release_quarantine(&rule).await?;
+    let audit = glucoguard::store::accounts::Actor::system("cli")
+        .audit("rule.release", format!("rule:{rule}"))
+        .with_before(serde_json::json!({ "quarantine_reason": reason }));
+    store.release_quarantine(&rule, &audit).await?;
     tracing::warn!(rule = %rule, "rule quarantine released");
     // The reason's tail quotes the fault (a trap message, the rule's output), which may carry
     // patient data: the terminal gets its summary, `/api/stats` and the store the whole.
@@ -394,7 +531,9 @@ async fn seed_dimensions(patients: usize, seed: u64, db: PathBuf) -> Result<()> 
     let dims = demo::simulated_dimensions(seed, patients)?;
     dims.validate().map_err(anyhow::Error::msg)?;
     let store = app::open_store(&glucoguard::config::StoreConfig::sqlite(db.clone())).await?;
-    store.put_dimensions(&dims).await?;
+    let audit = glucoguard::store::accounts::Audit::system("cli", "dimensions.import", "dimensions")
+        .with_after(dims.summary());
+    store.put_dimensions(&dims, &audit).await?;
     let c = store.counts().await?;
     println!(
         "{}: {} patients, {} devices, {} subscribers, {} subscriptions",

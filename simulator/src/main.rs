@@ -179,7 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (!args.dims.profiles.is_empty()).then_some(args.dims.profiles.as_slice());
             let dims = dimensions_with_profiles(args.dims.seed, args.dims.patients, profiles);
             let body = serde_json::to_vec(&dims)?;
-            glucoguard_simulator::HttpPublisher::new(args.url.clone()).post_document(&body)?;
+            glucoguard_simulator::HttpPublisher::new(args.url.clone())
+                .with_bearer(std::env::var(TOKEN_ENV).ok())
+                .post_document(&body)?;
             eprintln!(
                 "seeded {} patients, {} devices, {} subscribers into {}",
                 dims.patients.len(),
@@ -192,6 +194,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The environment variable holding the host's API token for `--http` / `seed` (an env
+/// variable, not a flag: arguments show in `ps`).
+const TOKEN_ENV: &str = "GLUCOGUARD_TOKEN";
+
 fn run_stream(args: StreamArgs) -> anyhow::Result<()> {
     let config = args.sim.config()?;
     let pacing = match (args.accel, args.realtime, args.rate) {
@@ -202,7 +208,9 @@ fn run_stream(args: StreamArgs) -> anyhow::Result<()> {
     };
     let _ = args.fast;
     let mut publisher: Box<dyn Publisher> = match (&args.http, &args.out) {
-        (Some(url), _) => Box::new(HttpPublisher::new(url.clone())),
+        (Some(url), _) => Box::new(
+            HttpPublisher::new(url.clone()).with_bearer(std::env::var(TOKEN_ENV).ok()),
+        ),
         (None, Some(path)) => Box::new(JsonLinesPublisher::to_path_or_stdout(path)?),
         (None, None) => Box::new(JsonLinesPublisher::stdout()),
     };

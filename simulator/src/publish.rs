@@ -155,6 +155,8 @@ pub struct HttpPublisher {
     config: HttpConfig,
     requests: u64,
     retries: u64,
+    /// Sent as `Authorization: Bearer …` (the host's ingest and admin need a token).
+    bearer: Option<String>,
 }
 
 impl HttpPublisher {
@@ -176,7 +178,14 @@ impl HttpPublisher {
             config,
             requests: 0,
             retries: 0,
+            bearer: None,
         }
+    }
+
+    /// Authenticates every request with this API token (`gg_…`), when given.
+    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+        self.bearer = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// Successful requests so far.
@@ -205,11 +214,14 @@ impl HttpPublisher {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(self.config.max_backoff);
             }
-            let result = self
+            let mut request = self
                 .agent
                 .post(&self.url)
-                .header("Content-Type", "application/json")
-                .send(body);
+                .header("Content-Type", "application/json");
+            if let Some(token) = &self.bearer {
+                request = request.header("Authorization", &format!("Bearer {token}"));
+            }
+            let result = request.send(body);
             match result {
                 Ok(mut response) => {
                     let status = response.status().as_u16();

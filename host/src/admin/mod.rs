@@ -5,61 +5,233 @@
 //! One error type turns client mistakes into 4xx with a clear message and internal failures
 //! into a logged 500 that reveals nothing.
 
+pub mod tls;
+
+pub mod api;
+pub mod auth;
+
 use crate::model::dims::Dimensions;
 use crate::pipeline::{PipelineHandle, PipelineHealth};
-use crate::store::{Store, StoreError};
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::store::{AdminStore, StoreError};
+use auth::{Access, Denied, Principal};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub store: Arc<dyn Store>,
+    /// The admin's share of the store: it cannot write reading batches or purge.
+    pub store: Arc<dyn AdminStore>,
     pub pipeline: PipelineHandle,
+    pub throttle: Arc<auth::Throttle>,
+    /// Session cookies carry `Secure` (the listener serves TLS).
+    pub secure_cookies: bool,
+}
+
+impl AdminState {
+    pub fn new(store: Arc<dyn AdminStore>, pipeline: PipelineHandle, secure_cookies: bool) -> Self {
+        AdminState {
+            store,
+            pipeline,
+            throttle: Arc::new(auth::Throttle::default()),
+            secure_cookies,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error(transparent)]
-    Internal(#[from] StoreError),
+    /// A refusal with a stable machine code (an upload check).
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many attempts; try again in {0:?}")]
+    TooMany(Duration),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::pipeline::rules::RuleError> for ApiError {
+    fn from(e: crate::pipeline::rules::RuleError) -> Self {
+        use crate::pipeline::rules::RuleError;
+        match e {
+            RuleError::Load(l) => ApiError::BadRequest(format!("rule rejected: {l}")),
+            RuleError::Store(s) => s.into(),
+            RuleError::Invalid(m) => ApiError::BadRequest(m),
+            q @ RuleError::Quarantined { .. } => ApiError::Conflict(q.to_string()),
+            RuleError::Stopped => ApiError::Unavailable("the pipeline has stopped".to_owned()),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated(m) => ApiError::Unauthenticated(m.to_owned()),
+            Denied::Forbidden(m) => ApiError::Forbidden(m),
+        }
+    }
+}
+
+fn error_body(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message, "code": code })),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = self.to_string();
         match self {
-            ApiError::BadRequest(m) => (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": m })),
-            )
-                .into_response(),
+            ApiError::BadRequest(_) => error_body(StatusCode::BAD_REQUEST, "bad_request", message),
+            ApiError::Refused { status, code, .. } => error_body(status, code, message),
+            ApiError::Unauthenticated(_) => {
+                let mut r = error_body(StatusCode::UNAUTHORIZED, "unauthenticated", message);
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"glucoguard\""),
+                );
+                r
+            }
+            ApiError::Forbidden(_) => error_body(StatusCode::FORBIDDEN, "forbidden", message),
+            ApiError::NotFound(_) => error_body(StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::Conflict(_) => error_body(StatusCode::CONFLICT, "conflict", message),
+            ApiError::TooMany(wait) => {
+                let mut r = error_body(StatusCode::TOO_MANY_REQUESTS, "throttled", message);
+                if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            ApiError::Unavailable(_) => {
+                error_body(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "admin request failed");
-                (
+                error_body(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(serde_json::json!({ "error": "internal error; see the server log" })),
+                    "internal",
+                    "internal error; see the server log".to_owned(),
                 )
-                    .into_response()
             }
         }
     }
 }
 
-pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/api/stats", get(stats))
-        .route("/api/sinks", get(sinks))
-        .route("/api/counts", get(counts))
-        .route("/api/dimensions", post(put_dimensions))
-        .with_state(state)
+/// One route: its method and path, who may call it, and its handler.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter,
+}
+
+/// The guard every route passes: authenticates the caller, checks the route's [`Access`]
+/// (and CSRF for cookie sessions), and hands the handler its [`Principal`].
+async fn guard(
+    State((state, access)): State<(AdminState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match auth::authenticate(state.store.as_ref(), req.headers()).await {
+        Ok(p) => p,
+        // Public routes answer whoever asks, even with a stale cookie.
+        Err(_) if access == Access::Public => None,
+        Err(d) => return ApiError::from(d).into_response(),
+    };
+    if let Err(d) = auth::authorize(access, principal.as_ref(), req.method(), req.headers()) {
+        return ApiError::from(d).into_response();
+    }
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
+    next.run(req).await
+}
+
+/// The whole HTTP surface: every route comes from [`routes`], each behind the guard, so a
+/// route cannot exist without an access rule.
+pub fn router(state: AdminState, ingest: crate::sources::EmbeddedSource) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter)> = Vec::new();
+    for spec in routes(state.clone(), ingest) {
+        let guarded = spec.handler.layer(axum::middleware::from_fn_with_state(
+            (state.clone(), spec.access),
+            guard,
+        ));
+        match by_path.iter_mut().find(|(p, _)| *p == spec.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(guarded),
+            None => by_path.push((spec.path, guarded)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, mr) in by_path {
+        router = router.route(path, mr);
+    }
+    // Unknown paths get the same JSON error shape.
+    router.fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+}
+
+/// Every route with its access rule. Tests iterate this table: a route added here without
+/// an expectation there fails them.
+pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<RouteSpec> {
+    use auth::{ADMIN, INGEST, SIGNED_IN, STAFF};
+    let r = |method: Method, path, access, handler: MethodRouter<AdminState>| RouteSpec {
+        method,
+        path,
+        access,
+        handler: handler.with_state(s.clone()),
+    };
+    let mut v = vec![
+        r(Method::GET, "/health", Access::Public, get(health)),
+        r(Method::GET, "/ready", Access::Public, get(ready)),
+        r(Method::POST, "/api/login", Access::Public, post(api::login)),
+        r(Method::POST, "/api/logout", SIGNED_IN, post(api::logout)),
+        r(Method::GET, "/api/me", SIGNED_IN, get(api::me)),
+        r(Method::GET, "/api/stats", STAFF, get(stats)),
+        r(Method::GET, "/api/sinks", ADMIN, get(sinks)),
+        r(Method::GET, "/api/counts", ADMIN, get(counts)),
+        r(Method::POST, "/api/dimensions", ADMIN, post(put_dimensions)),
+    ];
+    v.extend(api::routes().into_iter().map(|(m, p, a, h)| r(m, p, a, h)));
+    v.push(RouteSpec {
+        method: Method::POST,
+        path: "/api/ingest",
+        access: INGEST,
+        handler: crate::sources::http::ingest_route(ingest),
+    });
+    v
 }
 
 /// How long `/health` and `/ready` wait for the store to answer before calling it unreachable.
@@ -112,7 +284,7 @@ pub struct Ready {
     pub reasons: Vec<String>,
 }
 
-async fn ping(store: &dyn Store) -> StoreHealth {
+async fn ping(store: &dyn AdminStore) -> StoreHealth {
     let error = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
@@ -222,11 +394,16 @@ async fn counts(State(s): State<AdminState>) -> Result<Json<crate::store::Counts
 
 async fn put_dimensions(
     State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
     body: axum::body::Bytes,
 ) -> Result<Json<crate::store::Counts>, ApiError> {
     let dims: Dimensions = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a dimensions document: {e}")))?;
     dims.validate().map_err(ApiError::BadRequest)?;
-    s.store.put_dimensions(&dims).await?;
+    let audit = p
+        .actor
+        .audit("dimensions.import", "dimensions")
+        .with_after(dims.summary());
+    s.store.put_dimensions(&dims, &audit).await?;
     Ok(Json(s.store.counts().await?))
 }

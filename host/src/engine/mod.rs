@@ -8,6 +8,7 @@ mod bindings;
 pub mod history;
 pub mod params;
 pub mod sandbox;
+pub mod upload;
 
 use crate::model::{
     Alert, DeadLetter, FaultKind, ParamValue, Reading, RuleFault, RuleInfo, RuleRef, now_ms,

@@ -35,6 +35,8 @@ pub struct WriteBatch {
     pub dead_letters: Vec<DeadLetter>,
     pub faults: Vec<RuleFault>,
     pub quarantined: Vec<(RuleRef, String)>,
+    /// What versions in shadow would have raised: stored apart, never notified.
+    pub shadow_alerts: Vec<Alert>,
     /// Receive time stamped on the rows.
     pub received_at_ms: EpochMs,
 }
@@ -46,6 +48,7 @@ impl WriteBatch {
             && self.dead_letters.is_empty()
             && self.faults.is_empty()
             && self.quarantined.is_empty()
+            && self.shadow_alerts.is_empty()
     }
 }
 

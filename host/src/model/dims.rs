@@ -82,6 +82,18 @@ pub struct Subscription {
 }
 
 impl Dimensions {
+    /// How many rows of each kind: what an import's audit entry records (never names).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "patients": self.patients.len(),
+            "manufacturers": self.manufacturers.len(),
+            "device_models": self.device_models.len(),
+            "devices": self.devices.len(),
+            "subscribers": self.subscribers.len(),
+            "subscriptions": self.subscriptions.len(),
+        })
+    }
+
     /// Checks references and enumerations before anything is written.
     pub fn validate(&self) -> Result<(), String> {
         use std::collections::HashSet;

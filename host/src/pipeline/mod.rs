@@ -211,8 +211,12 @@ impl PipelineHandle {
 
     /// Clears a version's quarantine and reloads the rules, so it runs again if it is the
     /// enabled version of its rule (`glucoguard rules release` does the same offline).
-    pub async fn release_rule(&self, rule: &RuleRef) -> Result<(), RuleError> {
-        self.manager.release(rule).await?;
+    pub async fn release_rule(
+        &self,
+        rule: &RuleRef,
+        by: &crate::store::accounts::Actor,
+    ) -> Result<(), RuleError> {
+        self.manager.release(rule, by).await?;
         self.reload_rules().await
     }
 
@@ -235,6 +239,8 @@ pub struct Pipeline {
     notifiers: Vec<Arc<dyn Notifier>>,
     storage: Vec<Arc<dyn StorageSink>>,
     rules: RuleSet,
+    /// Versions running in shadow: their alerts are stored apart and never notified.
+    shadow: std::collections::HashSet<RuleRef>,
     history: History,
     input: mpsc::Receiver<SourceItem>,
     commands: mpsc::Receiver<Command>,
@@ -268,6 +274,7 @@ impl Pipeline {
     ) -> Result<(Pipeline, PipelineHandle), RuleError> {
         let plan = manager.plan().await?;
         let quarantined = plan.quarantined.clone();
+        let shadow = plan.shadow.clone();
         let rules = plan.assemble(Vec::new());
         // The reasons may quote a rule's output (patient data): they are in `/api/stats`, not
         // in the log.
@@ -286,6 +293,7 @@ impl Pipeline {
             notifiers,
             storage,
             rules,
+            shadow,
             history: History::new(Some(0)),
             input,
             commands,
@@ -497,6 +505,7 @@ impl Pipeline {
             })
             .collect();
         let current = std::mem::take(&mut self.rules).into_rules();
+        self.shadow = plan.shadow.clone();
         self.rules = plan.assemble(current);
         self.history.set_retention_ms(Some(self.retention_ms()));
         if self.rules.lookback_ms() > before {
@@ -661,7 +670,11 @@ impl Pipeline {
 
         let suppress_ms = self.suppress_ms();
         let mut alerts = Vec::with_capacity(eval.alerts.len());
-        for a in eval.alerts {
+        let (shadow_alerts, live): (Vec<_>, Vec<_>) = eval
+            .alerts
+            .into_iter()
+            .partition(|a| self.shadow.contains(&a.rule));
+        for a in live {
             let key = suppress_key(&a);
             let status = match self.last_notified.get(&key) {
                 Some(&(at, sev)) if (a.at_ms - at).abs() < suppress_ms && a.severity <= sev => {
@@ -696,6 +709,7 @@ impl Pipeline {
             dead_letters,
             faults: eval.faults,
             quarantined: eval.quarantined,
+            shadow_alerts,
             received_at_ms,
         };
         let outcome = if batch.is_empty() {
@@ -714,6 +728,9 @@ impl Pipeline {
         for n in &self.notifiers {
             n.notify(&notify);
         }
+        // The counters include this batch before anyone can see it acknowledged, so a caller
+        // who saw its items acknowledged reads stats that count them.
+        self.publish_stats();
         // Durable in the store, which is the log the storage sinks are fed from: the items
         // are acknowledged now, and the feeders are told there is more to copy.
         for ack in acks {

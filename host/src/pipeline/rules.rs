@@ -3,6 +3,7 @@
 
 use crate::engine::{ActiveRule, CompiledRule, Engine, RuleSet};
 use crate::model::{ParamValue, RuleInfo, RuleRef, now_ms};
+use crate::store::accounts::Actor;
 use crate::store::{RuleState, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,9 @@ pub enum RuleError {
 #[derive(Debug)]
 pub struct RulePlan {
     wanted: Vec<(Arc<CompiledRule>, Vec<ParamValue>)>,
+    /// The versions among `wanted` that run in shadow: their alerts are recorded apart and
+    /// never notified.
+    pub shadow: std::collections::HashSet<RuleRef>,
     /// Enabled rules whose active version is quarantined: not run, reported loudly.
     pub quarantined: Vec<(RuleRef, String)>,
 }
@@ -82,12 +86,47 @@ impl RuleManager {
     }
 
     /// Checks and stores a new rule version without enabling it.
-    pub async fn upload(&self, wasm: &[u8]) -> Result<RuleInfo, RuleError> {
+    pub async fn upload(&self, wasm: &[u8], by: &Actor) -> Result<RuleInfo, RuleError> {
         let rule = self.compile(wasm)?;
-        self.store
-            .put_rule_version(rule.info(), rule.sha256(), wasm)
-            .await?;
+        self.store_version(&rule, wasm, by).await?;
         Ok(rule.info().clone())
+    }
+
+    /// Stores a version already compiled and checked (the admin upload runs its own checks
+    /// first), audited as `rule.upload`.
+    pub async fn store_version(
+        &self,
+        rule: &Arc<CompiledRule>,
+        wasm: &[u8],
+        by: &Actor,
+    ) -> Result<(), RuleError> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rule.sha256().to_owned(), rule.clone());
+        let audit = by
+            .audit("rule.upload", format!("rule:{}", rule.rule_ref()))
+            .with_after(serde_json::json!({ "sha256": rule.sha256(), "bytes": wasm.len(), "info": rule.info() }));
+        self.store
+            .put_rule_version(rule.info(), rule.sha256(), wasm, &audit)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a rule state, audited with what it was before.
+    async fn put_state(
+        &self,
+        state: &RuleState,
+        before: Option<&RuleState>,
+        action: &str,
+        by: &Actor,
+    ) -> Result<(), RuleError> {
+        let audit = by
+            .audit(action, format!("rule:{}", state.name))
+            .with_before(before)
+            .with_after(state);
+        self.store.put_rule_state(state, &audit).await?;
+        Ok(())
     }
 
     /// Makes `version` (or the newest uploaded) the active one of `name`, enabled, with params.
@@ -96,6 +135,18 @@ impl RuleManager {
         name: &str,
         version: Option<&str>,
         params: Option<BTreeMap<String, ParamValue>>,
+        by: &Actor,
+    ) -> Result<RuleState, RuleError> {
+        self.activate(name, version, params, "rule.enable", by).await
+    }
+
+    async fn activate(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        params: Option<BTreeMap<String, ParamValue>>,
+        action: &str,
+        by: &Actor,
     ) -> Result<RuleState, RuleError> {
         let versions = self.store.rule_versions().await?;
         let mine: Vec<_> = versions.iter().filter(|v| v.info.name == name).collect();
@@ -122,7 +173,7 @@ impl RuleManager {
             .into_iter()
             .find(|s| s.name == name);
         let params = params
-            .or_else(|| current.map(|c| c.params))
+            .or_else(|| current.as_ref().map(|c| c.params.clone()))
             .unwrap_or_default();
         crate::engine::params::resolve(&chosen.info, &params).map_err(RuleError::Invalid)?;
         let state = RuleState {
@@ -131,28 +182,46 @@ impl RuleManager {
             enabled: true,
             params,
             updated_at_ms: now_ms(),
+            // Enabling the version in shadow ends its shadow; another shadow keeps running.
+            shadow: current
+                .as_ref()
+                .and_then(|c| c.shadow.clone())
+                .filter(|sh| sh.version != chosen.info.version),
         };
-        self.store.put_rule_state(&state).await?;
+        // A restart re-registers the config's rules: what is already so is not rewritten
+        // (nor audited again).
+        if let Some(c) = &current
+            && c.enabled
+            && c.active_version == state.active_version
+            && c.params == state.params
+        {
+            return Ok(c.clone());
+        }
+        self.put_state(&state, current.as_ref(), action, by).await?;
         Ok(state)
     }
 
-    pub async fn disable(&self, name: &str) -> Result<RuleState, RuleError> {
-        let mut state = self
+    pub async fn disable(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
+        let before = self
             .store
             .rule_states()
             .await?
             .into_iter()
             .find(|s| s.name == name)
             .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        if !before.enabled {
+            return Ok(before);
+        }
+        let mut state = before.clone();
         state.enabled = false;
         state.updated_at_ms = now_ms();
-        self.store.put_rule_state(&state).await?;
+        self.put_state(&state, Some(&before), "rule.disable", by).await?;
         Ok(state)
     }
 
     /// Activates the version uploaded before the active one, keeping parameters that still
     /// validate against it.
-    pub async fn rollback(&self, name: &str) -> Result<RuleState, RuleError> {
+    pub async fn rollback(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
         let state = self
             .store
             .rule_states()
@@ -172,8 +241,126 @@ impl RuleManager {
                 state.active_version
             ))
         })?;
-        self.enable(name, Some(&previous.info.version), Some(state.params))
+        self.activate(
+            name,
+            Some(&previous.info.version),
+            Some(state.params),
+            "rule.rollback",
+            by,
+        )
+        .await
+    }
+
+    /// Activates a named earlier (or any uploaded) version of `name`, keeping the current
+    /// parameters when they still validate against it.
+    pub async fn rollback_to(
+        &self,
+        name: &str,
+        version: &str,
+        by: &Actor,
+    ) -> Result<RuleState, RuleError> {
+        let current = self
+            .store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        self.activate(name, Some(version), Some(current.params), "rule.rollback", by)
             .await
+    }
+
+    /// Runs `version` of `name` in shadow beside the active version, with `params` (its
+    /// declared defaults when `None`): it sees the live stream, and what it would raise is
+    /// recorded apart and notified to no one.
+    pub async fn shadow(
+        &self,
+        name: &str,
+        version: &str,
+        params: Option<BTreeMap<String, ParamValue>>,
+        by: &Actor,
+    ) -> Result<RuleState, RuleError> {
+        let current = self
+            .store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                RuleError::Invalid(format!("no rule named {name}: enable a version first"))
+            })?;
+        if current.active_version == version && current.enabled {
+            return Err(RuleError::Invalid(format!(
+                "{name}@{version} is the active version; shadow another one"
+            )));
+        }
+        let versions = self.store.rule_versions().await?;
+        let v = versions
+            .iter()
+            .find(|v| v.info.name == name && v.info.version == version)
+            .ok_or_else(|| RuleError::Invalid(format!("no uploaded version {name}@{version}")))?;
+        if let Some(reason) = &v.quarantine_reason {
+            return Err(RuleError::Quarantined {
+                rule: v.info.rule_ref(),
+                reason: reason.clone(),
+            });
+        }
+        let params = params.unwrap_or_default();
+        crate::engine::params::resolve(&v.info, &params).map_err(RuleError::Invalid)?;
+        let mut state = current.clone();
+        state.shadow = Some(crate::store::ShadowState {
+            version: version.to_owned(),
+            params,
+        });
+        state.updated_at_ms = now_ms();
+        self.put_state(&state, Some(&current), "rule.shadow", by).await?;
+        Ok(state)
+    }
+
+    /// Stops the shadow of `name`, if any.
+    pub async fn stop_shadow(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
+        let current = self
+            .store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        if current.shadow.is_none() {
+            return Ok(current);
+        }
+        let mut state = current.clone();
+        state.shadow = None;
+        state.updated_at_ms = now_ms();
+        self.put_state(&state, Some(&current), "rule.shadow_stop", by).await?;
+        Ok(state)
+    }
+
+    /// Changes the parameters of the active version (validated against its schema).
+    pub async fn set_params(
+        &self,
+        name: &str,
+        params: BTreeMap<String, ParamValue>,
+        by: &Actor,
+    ) -> Result<RuleState, RuleError> {
+        let current = self
+            .store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        let versions = self.store.rule_versions().await?;
+        let v = versions
+            .iter()
+            .find(|v| v.info.name == name && v.info.version == current.active_version)
+            .ok_or_else(|| RuleError::Invalid(format!("active version of {name} is missing")))?;
+        crate::engine::params::resolve(&v.info, &params).map_err(RuleError::Invalid)?;
+        let mut state = current.clone();
+        state.params = params;
+        state.updated_at_ms = now_ms();
+        self.put_state(&state, Some(&current), "rule.params", by).await?;
+        Ok(state)
     }
 
     /// Builds the rule set the store describes: enabled rules at their active version,
@@ -183,7 +370,7 @@ impl RuleManager {
     }
 
     /// Clears the quarantine of a version (it runs again once enabled and reloaded).
-    pub async fn release(&self, rule: &RuleRef) -> Result<(), RuleError> {
+    pub async fn release(&self, rule: &RuleRef, by: &Actor) -> Result<(), RuleError> {
         let versions = self.store.rule_versions().await?;
         let v = versions
             .iter()
@@ -192,9 +379,33 @@ impl RuleManager {
         if v.quarantine_reason.is_none() {
             return Err(RuleError::Invalid(format!("{rule} is not quarantined")));
         }
-        self.store.release_quarantine(rule).await?;
+        let audit = by
+            .audit("rule.release", format!("rule:{rule}"))
+            .with_before(serde_json::json!({ "quarantine_reason": v.quarantine_reason }));
+        self.store.release_quarantine(rule, &audit).await?;
         tracing::warn!(rule = %rule, "rule quarantine released");
         Ok(())
+    }
+
+    /// A stored version, compiled once (cached by SHA-256).
+    async fn compiled_version(
+        &self,
+        rule: &RuleRef,
+        sha256: &str,
+    ) -> Result<Arc<CompiledRule>, RuleError> {
+        let cached = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned();
+        match cached {
+            Some(c) => Ok(c),
+            None => {
+                let wasm = self.store.rule_wasm(rule).await?;
+                self.compile(&wasm)
+            }
+        }
     }
 
     /// Everything `build` needs that can fail: the store's rule state, compiled versions and
@@ -204,8 +415,29 @@ impl RuleManager {
         let versions = self.store.rule_versions().await?;
         let mut plan = RulePlan {
             wanted: Vec::new(),
+            shadow: Default::default(),
             quarantined: Vec::new(),
         };
+        // Shadows run whether or not the active version is enabled (trying a candidate
+        // before ever enabling the rule is the point).
+        for s in &states {
+            let Some(sh) = &s.shadow else { continue };
+            let Some(v) = versions
+                .iter()
+                .find(|v| v.info.name == s.name && v.info.version == sh.version)
+            else {
+                continue;
+            };
+            if v.quarantine_reason.is_some() {
+                plan.quarantined.push((v.info.rule_ref(), v.quarantine_reason.clone().unwrap_or_default()));
+                continue;
+            }
+            let compiled = self.compiled_version(&v.info.rule_ref(), &v.sha256).await?;
+            let params = crate::engine::params::resolve(compiled.info(), &sh.params)
+                .map_err(|e| RuleError::Invalid(format!("{}@{} (shadow): {e}", s.name, sh.version)))?;
+            plan.shadow.insert(v.info.rule_ref());
+            plan.wanted.push((compiled, params));
+        }
         for s in states.iter().filter(|s| s.enabled) {
             let Some(v) = versions
                 .iter()
@@ -217,25 +449,7 @@ impl RuleManager {
                 plan.quarantined.push((v.info.rule_ref(), reason.clone()));
                 continue;
             }
-            let cached = self
-                .compiled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&v.sha256)
-                .cloned();
-            let compiled = match cached {
-                Some(c) => c,
-                None => {
-                    let wasm = self
-                        .store
-                        .rule_wasm(&RuleRef {
-                            name: s.name.clone(),
-                            version: s.active_version.clone(),
-                        })
-                        .await?;
-                    self.compile(&wasm)?
-                }
-            };
+            let compiled = self.compiled_version(&v.info.rule_ref(), &v.sha256).await?;
             let params = crate::engine::params::resolve(compiled.info(), &s.params)
                 .map_err(|e| RuleError::Invalid(format!("{}@{}: {e}", s.name, s.active_version)))?;
             plan.wanted.push((compiled, params));

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -43,9 +43,10 @@ struct IngestState {
     source: EmbeddedSource,
 }
 
-pub fn router(source: EmbeddedSource) -> Router {
-    Router::new()
-        .route("/api/ingest", post(ingest))
+/// `POST /api/ingest` for this source, with its body limit. The admin route table guards
+/// it (devices and admins only, with a token).
+pub fn ingest_route(source: EmbeddedSource) -> axum::routing::MethodRouter {
+    post(ingest)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(IngestState { source })
 }

@@ -5,13 +5,20 @@
 //!
 //! Every write is idempotent: replaying a batch changes nothing.
 
+pub mod accounts;
+pub mod alerts;
+pub mod directory;
+pub mod history;
+pub mod ingest;
 pub mod mysql;
+pub mod ops;
 pub mod rows;
+pub mod rules;
+pub mod sql;
 pub mod sqlite;
 
-use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, DeadLetter, EpochMs, ParamValue, Reading, ReadingKind, RuleFault, RuleInfo, RuleRef,
+    Alert, EpochMs, ParamValue, Reading, ReadingKind, RuleInfo,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,6 +51,8 @@ pub struct RuleVersionRecord {
     pub sha256: String,
     pub quarantine_reason: Option<String>,
     pub uploaded_at_ms: EpochMs,
+    /// Who uploaded it (the audit actor), when known.
+    pub uploaded_by: Option<String>,
 }
 
 /// A rule's current configuration: which version runs, whether it is on, with what params.
@@ -54,6 +63,17 @@ pub struct RuleState {
     pub enabled: bool,
     pub params: BTreeMap<String, ParamValue>,
     pub updated_at_ms: EpochMs,
+    /// A candidate version running in shadow beside the active one: evaluated on the live
+    /// stream, its alerts recorded apart (`ShadowAlerts`) and never notified.
+    #[serde(default)]
+    pub shadow: Option<ShadowState>,
+}
+
+/// A version in shadow and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowState {
+    pub version: String,
+    pub params: BTreeMap<String, ParamValue>,
 }
 
 /// Row counts, for tests, the demo summary and the admin UI.
@@ -70,10 +90,9 @@ pub struct Counts {
     pub rule_faults: u64,
 }
 
-pub trait Store: Send + Sync + 'static {
-    /// Engine name for logs and errors, e.g. `sqlite`.
-    fn kind(&self) -> &'static str;
-
+/// Ingest and catch-up: what the pipeline and the storage feeds need. The admin holds none
+/// of it: it cannot write reading batches.
+pub trait IngestStore: Send + Sync + 'static {
     /// Makes a batch durable atomically; rows already present are left as they are. The
     /// outcome names the alerts this write stored for the first time (so a replayed alert is
     /// never notified again).
@@ -106,42 +125,6 @@ pub trait Store: Send + Sync + 'static {
         since_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>>;
 
-    /// Stores a rule version. The same name and version with other bytes is a conflict:
-    /// released versions are immutable.
-    fn put_rule_version<'a>(
-        &'a self,
-        info: &'a RuleInfo,
-        sha256: &'a str,
-        wasm: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>>;
-
-    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
-
-    fn put_rule_state<'a>(&'a self, state: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>>;
-
-    /// Clears a version's quarantine so it can be enabled again.
-    fn release_quarantine<'a>(&'a self, rule: &'a RuleRef)
-    -> BoxFuture<'a, Result<(), StoreError>>;
-
-    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
-
-    /// Upserts dimension rows (patients, manufacturers, devices, subscribers, subscriptions)
-    /// in one transaction; rows already present are updated, never duplicated.
-    fn put_dimensions<'a>(&'a self, dims: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// Newest first.
-    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
-
-    /// Newest first, with their lifecycle status.
-    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>>;
-
-    /// Newest first.
-    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>>;
-
     /// Up to `limit` readings of `kind` strictly after `after` in (received time, id) order:
     /// the pages downstream copies (analytics) catch up with.
     fn readings_since<'a>(
@@ -159,10 +142,26 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> BoxFuture<'a, Result<AlertPage, StoreError>>;
 
-    /// Retention: deletes raw readings and telemetry with event time before `before_ms`, in
-    /// bounded chunks so writers are never locked out for long. Alerts stay. With `kept_by`,
-    /// only rows received before that cursor (per stream) go: what a downstream copy (the
-    /// archive) has not confirmed yet stays.
+    /// How far a storage sink has confirmed copying the store, if it ever did.
+    fn sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>>;
+
+    /// Records how far a storage sink has confirmed copying the store.
+    fn put_sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        cursor: &'a FeedCursor,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// Retention: the only deletes of raw data. The admin holds none of it.
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Deletes raw readings and telemetry with event time before `before_ms`, in bounded
+    /// chunks so writers are never locked out for long. Alerts stay. With `kept_by`, only
+    /// rows received before that cursor (per stream) go: what a downstream copy (the archive)
+    /// has not confirmed yet stays.
     fn purge_readings_before<'a>(
         &'a self,
         before_ms: EpochMs,
@@ -176,23 +175,27 @@ pub trait Store: Send + Sync + 'static {
         keep_rows: u64,
         before_ms: EpochMs,
     ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>>;
-
-    /// How far a storage sink has confirmed copying the store, if it ever did.
-    fn sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>>;
-
-    /// Records how far a storage sink has confirmed copying the store.
-    fn put_sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-        cursor: &'a FeedCursor,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// A round trip to the database (`SELECT 1`), for `/health` and `/ready`.
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
+
+pub use accounts::AccountStore;
+pub use alerts::AlertStore;
+pub use directory::DirectoryStore;
+pub use history::HistoryStore;
+pub use ops::OpsStore;
+pub use rules::RuleStore;
+
+/// What the admin API may do with the store: rules, the directory, alerts and their
+/// lifecycle, accounts and audit, operations and reading history, and nothing else.
+pub trait AdminStore: RuleStore + DirectoryStore + AlertStore + AccountStore + OpsStore + HistoryStore {}
+impl<T: RuleStore + DirectoryStore + AlertStore + AccountStore + OpsStore + HistoryStore> AdminStore
+    for T
+{
+}
+
+/// Every role: what the host as a whole opens. Parts of the host are handed the narrower
+/// role they need (`Arc<dyn AdminStore>` for the admin API).
+pub trait Store: IngestStore + RetentionStore + AdminStore {}
+impl<T: IngestStore + RetentionStore + AdminStore> Store for T {}
 
 /// A stored row with the time the host received it, which orders catch-up paging.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,4 +244,12 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+}
+
+/// Every role trait, for code that calls store methods on a concrete engine.
+pub mod prelude {
+    pub use super::{
+        AccountStore, AdminStore, AlertStore, DirectoryStore, HistoryStore, IngestStore, OpsStore,
+        RetentionStore, RuleStore, Store,
+    };
 }

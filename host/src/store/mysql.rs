@@ -15,14 +15,14 @@
 //! back (every pooled connection is pinged before use).
 
 use super::rows as decode;
+use super::sql::{Arg, Dialect, Q, Row, Sql, SqlEngine, SqlTx};
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
-    Received, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
+    BoxFuture, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
+    IngestStore, Received, RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
 };
-use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
-    RuleInfo, RuleRef, now_ms,
+    Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
+    now_ms,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{
@@ -30,7 +30,7 @@ use sqlx::mysql::{
     MySqlRow,
 };
 use sqlx::query_builder::Separated;
-use sqlx::{Connection, Executor, QueryBuilder, Row};
+use sqlx::{Connection, Executor, QueryBuilder, Row as _};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "faults and sink cursors",
         sql: include_str!("../../migrations/mysql/0004_faults_and_sink_cursors.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "accounts and lifecycle",
+        sql: include_str!("../../migrations/mysql/0005_accounts_and_lifecycle.sql"),
     },
 ];
 
@@ -373,6 +378,30 @@ impl MySqlStore {
             " ON DUPLICATE KEY UPDATE AlertID = AlertID",
         )
         .await?;
+        insert(
+            &mut tx,
+            "INSERT INTO ShadowAlerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
+            13,
+            &b.shadow_alerts,
+            |a| a.id.len() + a.reading_id.len() + a.rule.name.len() + a.rule.version.len() + a.code.len() + a.message.len(),
+            |row, a| {
+                row.push_bind(&a.id)
+                    .push_bind(&a.reading_id)
+                    .push_bind(a.patient_id.map(|p| p as i64))
+                    .push_bind(a.device_id as i64)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(&a.rule.name)
+                    .push_bind(&a.rule.version)
+                    .push_bind(&a.code)
+                    .push_bind(a.severity.as_str())
+                    .push_bind(&a.message)
+                    .push_bind(a.value)
+                    .push_bind(a.at_ms)
+                    .push_bind(b.received_at_ms);
+            },
+            " ON DUPLICATE KEY UPDATE AlertID = AlertID",
+        )
+        .await?;
         // A replay leaves the lifecycle as it is (an acknowledged alert stays acknowledged).
         insert(
             &mut tx,
@@ -437,110 +466,6 @@ impl MySqlStore {
         }
         tx.commit().await?;
         Ok(outcome)
-    }
-
-    async fn upsert_dimensions(&self, d: &Dimensions) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        insert(
-            &mut tx,
-            "INSERT INTO Patient (PatientID, FirstName, LastName, DateOfBirth, Sex, Email, Phone, Profile, DiabetesType, CreatedAtMs) ",
-            10,
-            &d.patients,
-            |p| {
-                p.first_name.len()
-                    + p.last_name.len()
-                    + text_len(&p.birth_date)
-                    + text_len(&p.sex)
-                    + text_len(&p.email)
-                    + text_len(&p.phone)
-                    + text_len(&p.profile)
-                    + text_len(&p.diabetes_type)
-            },
-            |row, p| {
-                row.push_bind(p.patient_id as i64)
-                    .push_bind(&p.first_name)
-                    .push_bind(&p.last_name)
-                    .push_bind(&p.birth_date)
-                    .push_bind(&p.sex)
-                    .push_bind(&p.email)
-                    .push_bind(&p.phone)
-                    .push_bind(&p.profile)
-                    .push_bind(&p.diabetes_type)
-                    .push_bind(now);
-            },
-            " ON DUPLICATE KEY UPDATE FirstName = VALUES(FirstName), LastName = VALUES(LastName), \
-             DateOfBirth = VALUES(DateOfBirth), Sex = VALUES(Sex), Email = VALUES(Email), \
-             Phone = VALUES(Phone), Profile = VALUES(Profile), DiabetesType = VALUES(DiabetesType)",
-        )
-        .await?;
-        insert(
-            &mut tx,
-            "INSERT INTO Manufacturer (ManufacturerID, Name, Country) ",
-            3,
-            &d.manufacturers,
-            |m| m.name.len() + text_len(&m.country),
-            |row, m| {
-                row.push_bind(m.manufacturer_id as i64)
-                    .push_bind(&m.name)
-                    .push_bind(&m.country);
-            },
-            " ON DUPLICATE KEY UPDATE Name = VALUES(Name), Country = VALUES(Country)",
-        )
-        .await?;
-        insert(
-            &mut tx,
-            "INSERT INTO DeviceStaticInfo (DeviceID, ManufacturerID, PatientID, Model, SerialNumber, DeviceType, FirmwareVersion) ",
-            7,
-            &d.devices,
-            |dev| 64 + dev.serial_number.len() + text_len(&dev.firmware_version),
-            |row, dev| {
-                let model = d.device_models.iter().find(|m| m.model_id == dev.model_id);
-                row.push_bind(dev.device_id as i64)
-                    .push_bind(model.map(|m| m.manufacturer_id as i64))
-                    .push_bind(dev.patient_id as i64)
-                    .push_bind(model.map(|m| m.name.as_str()))
-                    .push_bind(&dev.serial_number)
-                    .push_bind(model.map(|m| m.kind.as_str()))
-                    .push_bind(&dev.firmware_version);
-            },
-            " ON DUPLICATE KEY UPDATE ManufacturerID = VALUES(ManufacturerID), PatientID = VALUES(PatientID), \
-             Model = VALUES(Model), SerialNumber = VALUES(SerialNumber), DeviceType = VALUES(DeviceType), \
-             FirmwareVersion = VALUES(FirmwareVersion)",
-        )
-        .await?;
-        insert(
-            &mut tx,
-            "INSERT INTO Subscriber (SubscriberID, Name, Role, TelegramChatID, Email) ",
-            5,
-            &d.subscribers,
-            |s| s.name.len() + s.role.len() + text_len(&s.email),
-            |row, s| {
-                row.push_bind(s.subscriber_id as i64)
-                    .push_bind(&s.name)
-                    .push_bind(&s.role)
-                    .push_bind(s.telegram_chat_id)
-                    .push_bind(&s.email);
-            },
-            " ON DUPLICATE KEY UPDATE Name = VALUES(Name), Role = VALUES(Role), \
-             TelegramChatID = VALUES(TelegramChatID), Email = VALUES(Email)",
-        )
-        .await?;
-        insert(
-            &mut tx,
-            "INSERT INTO SubscribedPatients (SubscriberID, PatientID) ",
-            2,
-            &d.subscriptions,
-            |_| 0,
-            |row, s| {
-                row.push_bind(s.subscriber_id as i64)
-                    .push_bind(s.patient_id as i64);
-            },
-            " ON DUPLICATE KEY UPDATE SubscriberID = SubscriberID",
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 
@@ -708,20 +633,7 @@ fn opt_text(row: &MySqlRow, col: &str) -> Result<Option<String>, StoreError> {
     Ok(row.try_get_unchecked(col)?)
 }
 
-fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, StoreError> {
-    let v: i64 = row.try_get(col)?;
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
-}
-
-fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-impl Store for MySqlStore {
-    fn kind(&self) -> &'static str {
-        "mysql"
-    }
-
+impl IngestStore for MySqlStore {
     fn write_batch<'a>(
         &'a self,
         batch: &'a WriteBatch,
@@ -734,302 +646,21 @@ impl Store for MySqlStore {
         lookback_ms: EpochMs,
         not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move {
-            let newest: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings WHERE TimestampMs <= ? \
-                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData WHERE TimestampMs <= ?) AS newest",
-            )
-            .bind(not_after_ms)
-            .bind(not_after_ms)
-            .fetch_one(&self.pool)
-            .await?;
-            let Some(newest) = newest else {
-                return Ok(Vec::new());
-            };
-            let since = newest - lookback_ms;
-            let mut out = Vec::new();
-            for row in sqlx::query(
-                "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location \
-                 FROM GlucoseReadings WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
-            )
-            .bind(since)
-            .bind(newest)
-            .fetch_all(&self.pool)
-            .await?
-            {
-                out.push(decode::glucose_reading(&row)?);
-            }
-            for row in sqlx::query(
-                "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes \
-                 FROM DeviceOperationalData WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
-            )
-            .bind(since)
-            .bind(newest)
-            .fetch_all(&self.pool)
-            .await?
-            {
-                out.push(decode::device_reading(&row)?);
-            }
-            out.sort_by_key(|r| r.at_ms);
-            Ok(out)
-        })
+        Box::pin(async move { ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await })
     }
 
     fn readings_by_id<'a>(
         &'a self,
         ids: &'a [&'a str],
     ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for chunk in ids.chunks(decode::IDS_PER_LOOKUP) {
-                for (head, glucose) in [
-                    (
-                        "SELECT ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location \
-                         FROM GlucoseReadings WHERE ReadingID IN ",
-                        true,
-                    ),
-                    (
-                        "SELECT ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, \
-                         ConnectivityStatus, ErrorCodes FROM DeviceOperationalData WHERE ReadingID IN ",
-                        false,
-                    ),
-                ] {
-                    let mut q = QueryBuilder::<MySql>::new(head);
-                    q.push_tuples(chunk, |mut row, id| {
-                        row.push_bind(*id);
-                    });
-                    for row in q.build().persistent(false).fetch_all(&self.pool).await? {
-                        out.push(if glucose {
-                            decode::glucose_reading(&row)?
-                        } else {
-                            decode::device_reading(&row)?
-                        });
-                    }
-                }
-            }
-            Ok(out)
-        })
+        Box::pin(async move { ingest::readings_by_id(&mut *self.pooled(), ids).await })
     }
 
     fn notified_alerts_since(
         &self,
         since_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query(decode::NOTIFIED_ALERTS_SINCE)
-                .bind(since_ms)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|row| decode::alert_with_status(row).map(|(a, _)| a))
-                .collect()
-        })
-    }
-
-    fn put_rule_version<'a>(
-        &'a self,
-        info: &'a RuleInfo,
-        sha256: &'a str,
-        wasm: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let stored_sha = || {
-                sqlx::query("SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?")
-                    .bind(&info.name)
-                    .bind(&info.version)
-                    .fetch_optional(&self.pool)
-            };
-            let mut existing = stored_sha()
-                .await?
-                .map(|r| text(&r, "Sha256"))
-                .transpose()?;
-            if existing.is_none() {
-                let info_json = serde_json::to_string(info).map_err(corrupt)?;
-                // Two hosts may upload at once: the loser's insert is a no-op, and the check
-                // below compares against whichever bytes won.
-                sqlx::query(
-                    "INSERT INTO RuleVersions (RuleName, Version, Sha256, Wasm, Info, UploadedAtMs) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE RuleName = RuleName",
-                )
-                .bind(&info.name)
-                .bind(&info.version)
-                .bind(sha256)
-                .bind(wasm)
-                .bind(info_json)
-                .bind(now_ms())
-                .execute(&self.pool)
-                .await?;
-                existing = stored_sha()
-                    .await?
-                    .map(|r| text(&r, "Sha256"))
-                    .transpose()?;
-            }
-            match existing {
-                Some(s) if s == sha256 => Ok(()),
-                Some(_) => Err(StoreError::Conflict(format!(
-                    "{}@{} is already stored with different bytes; released versions are immutable, bump the version",
-                    info.name, info.version
-                ))),
-                None => Err(StoreError::NotFound(format!(
-                    "rule version {}@{} vanished while being stored",
-                    info.name, info.version
-                ))),
-            }
-        })
-    }
-
-    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT Info, Sha256, QuarantineReason, UploadedAtMs FROM RuleVersions \
-                 ORDER BY RuleName, UploadedAtMs, Seq",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RuleVersionRecord {
-                        info: serde_json::from_str(&text(row, "Info")?).map_err(corrupt)?,
-                        sha256: text(row, "Sha256")?,
-                        quarantine_reason: opt_text(row, "QuarantineReason")?,
-                        uploaded_at_ms: row.try_get("UploadedAtMs")?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query_scalar("SELECT Wasm FROM RuleVersions WHERE RuleName = ? AND Version = ?")
-                .bind(&rule.name)
-                .bind(&rule.version)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("rule version {rule}")))
-        })
-    }
-
-    fn put_rule_state<'a>(&'a self, s: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let params = serde_json::to_string(&s.params).map_err(corrupt)?;
-            sqlx::query(
-                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs) VALUES (?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE ActiveVersion = VALUES(ActiveVersion), Enabled = VALUES(Enabled), \
-                 Params = VALUES(Params), UpdatedAtMs = VALUES(UpdatedAtMs)",
-            )
-            .bind(&s.name)
-            .bind(&s.active_version)
-            .bind(s.enabled)
-            .bind(params)
-            .bind(s.updated_at_ms)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs FROM Rules ORDER BY RuleName",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RuleState {
-                        name: text(row, "RuleName")?,
-                        active_version: text(row, "ActiveVersion")?,
-                        enabled: row.try_get("Enabled")?,
-                        params: serde_json::from_str(&text(row, "Params")?).map_err(corrupt)?,
-                        updated_at_ms: row.try_get("UpdatedAtMs")?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn release_quarantine<'a>(
-        &'a self,
-        rule: &'a RuleRef,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("UPDATE RuleVersions SET Status = 'ok', QuarantineReason = NULL WHERE RuleName = ? AND Version = ?")
-                .bind(&rule.name)
-                .bind(&rule.version)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT (SELECT COUNT(*) FROM Patient) AS p, (SELECT COUNT(*) FROM DeviceStaticInfo) AS dev, \
-                 (SELECT COUNT(*) FROM Subscriber) AS s, (SELECT COUNT(*) FROM SubscribedPatients) AS sp, \
-                 (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
-                 (SELECT COUNT(*) FROM Alerts) AS a, (SELECT COUNT(*) FROM DeadLetters) AS dl, (SELECT COUNT(*) FROM RuleFaults) AS f",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(Counts {
-                patients: u64_col(&row, "p")?,
-                devices: u64_col(&row, "dev")?,
-                subscribers: u64_col(&row, "s")?,
-                subscriptions: u64_col(&row, "sp")?,
-                glucose_readings: u64_col(&row, "g")?,
-                device_readings: u64_col(&row, "d")?,
-                alerts: u64_col(&row, "a")?,
-                dead_letters: u64_col(&row, "dl")?,
-                rule_faults: u64_col(&row, "f")?,
-            })
-        })
-    }
-
-    fn put_dimensions<'a>(&'a self, d: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.upsert_dimensions(d))
-    }
-
-    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT Origin, Reason, Payload, ReceivedAtMs FROM DeadLetters \
-                 ORDER BY ReceivedAtMs DESC, Seq DESC LIMIT ?",
-            )
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(decode::dead_letter).collect()
-        })
-    }
-
-    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.AlertID, a.ReadingID, a.PatientID, a.DeviceID, a.Kind, a.RuleName, a.RuleVersion, \
-                 a.Code, a.Severity, a.Message, a.Value, a.TimestampMs, l.Status \
-                 FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
-                 ORDER BY a.CreatedAtMs DESC, a.Seq DESC LIMIT ?",
-            )
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(decode::alert_with_status).collect()
-        })
-    }
-
-    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT RuleName, Version, Kind, Detail, AtMs FROM RuleFaults ORDER BY FaultID DESC LIMIT ?",
-            )
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(decode::rule_fault).collect()
-        })
+        Box::pin(async move { ingest::notified_alerts_since(&mut *self.pooled(), since_ms).await })
     }
 
     fn readings_since<'a>(
@@ -1038,22 +669,7 @@ impl Store for MySqlStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
-        Box::pin(async move {
-            let sql = match kind {
-                ReadingKind::Glucose => decode::GLUCOSE_SINCE,
-                ReadingKind::Device => decode::DEVICE_SINCE,
-            };
-            let rows = sqlx::query(sql)
-                .bind(after.received_at_ms)
-                .bind(after.received_at_ms)
-                .bind(&after.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|r| decode::received_reading(r, kind))
-                .collect()
-        })
+        Box::pin(async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await })
     }
 
     fn alerts_since<'a>(
@@ -1061,18 +677,26 @@ impl Store for MySqlStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<super::AlertPage, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(decode::ALERTS_SINCE)
-                .bind(after.received_at_ms)
-                .bind(after.received_at_ms)
-                .bind(&after.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(decode::received_alert).collect()
-        })
+        Box::pin(async move { ingest::alerts_since(&mut *self.pooled(), after, limit).await })
     }
 
+    fn sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
+        Box::pin(async move { ingest::sink_cursor(&mut *self.pooled(), sink).await })
+    }
+
+    fn put_sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        cursor: &'a FeedCursor,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { ingest::put_sink_cursor(&mut *self.pooled(), sink, cursor).await })
+    }
+}
+
+impl RetentionStore for MySqlStore {
     fn purge_readings_before<'a>(
         &'a self,
         before_ms: EpochMs,
@@ -1117,83 +741,14 @@ impl Store for MySqlStore {
         })
     }
 
+
     fn purge_diagnostics(
         &self,
         keep_rows: u64,
         before_ms: EpochMs,
     ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>> {
         Box::pin(async move {
-            let mut purged = PurgedDiagnostics::default();
-            for (table, time) in decode::DIAGNOSTICS {
-                // The time of the row just past the newest `keep_rows`: it and older go.
-                let past: Option<i64> =
-                    sqlx::query_scalar(&decode::diagnostics_cut_sql(table, time))
-                        .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
-                        .fetch_optional(&self.pool)
-                        .await?;
-                let cut = decode::diagnostics_cut(past, before_ms);
-                let sql = format!("DELETE FROM {table} WHERE {time} < ? LIMIT ?");
-                let mut n = 0;
-                loop {
-                    let done = sqlx::query(&sql)
-                        .bind(cut)
-                        .bind(decode::PURGE_CHUNK)
-                        .execute(&self.pool)
-                        .await?
-                        .rows_affected();
-                    n += done;
-                    if done < u64::from(decode::PURGE_CHUNK) {
-                        break;
-                    }
-                }
-                if table == "DeadLetters" {
-                    purged.dead_letters = n;
-                } else {
-                    purged.rule_faults = n;
-                }
-            }
-            Ok(purged)
-        })
-    }
-
-    fn sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
-        Box::pin(async move {
-            decode::decode_cursor(
-                sqlx::query_scalar(decode::SINK_CURSOR_SELECT)
-                    .bind(sink)
-                    .fetch_optional(&self.pool)
-                    .await?,
-            )
-        })
-    }
-
-    fn put_sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-        cursor: &'a FeedCursor,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let json = decode::encode_cursor(cursor);
-            sqlx::query(
-                "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE CursorJson = VALUES(CursorJson), UpdatedAtMs = VALUES(UpdatedAtMs)",
-            )
-            .bind(sink)
-            .bind(json)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
+            ingest::purge_diagnostics(&mut *self.pooled(), keep_rows, before_ms, Some(decode::PURGE_CHUNK)).await
         })
     }
 }
@@ -1217,6 +772,104 @@ impl decode::Columns for MySqlRow {
     }
     fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError> {
         Ok(self.try_get(col)?)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get_unchecked(col)?)
+    }
+}
+
+/// Binds engine-neutral arguments to a MySQL statement.
+fn bind_mysql<'q>(
+    sql: &'q str,
+    args: &'q [Arg<'q>],
+) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
+    let mut query = sqlx::query(sql);
+    for a in args {
+        query = match a {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Real(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Blob(b) => query.bind(b.as_ref()),
+        };
+    }
+    query
+}
+
+fn boxed(rows: Vec<MySqlRow>) -> Vec<Row> {
+    rows.into_iter().map(|r| Box::new(r) as Row).collect()
+}
+
+/// Statements on the pool.
+struct Pooled<'p>(&'p MySqlPool);
+
+impl Sql for Pooled<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::MySql
+    }
+    fn run<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let done = bind_mysql(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .execute(self.0)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+    fn rows<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(async move {
+            let rows = bind_mysql(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .fetch_all(self.0)
+                .await?;
+            Ok(boxed(rows))
+        })
+    }
+}
+
+struct Tx(sqlx::Transaction<'static, MySql>);
+
+impl Sql for Tx {
+    fn dialect(&self) -> Dialect {
+        Dialect::MySql
+    }
+    fn run<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let done = bind_mysql(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .execute(&mut *self.0)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+    fn rows<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(async move {
+            let rows = bind_mysql(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .fetch_all(&mut *self.0)
+                .await?;
+            Ok(boxed(rows))
+        })
+    }
+}
+
+impl SqlTx for Tx {
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async move { Ok(self.0.commit().await?) })
+    }
+}
+
+impl SqlEngine for MySqlStore {
+    fn engine_name(&self) -> &'static str {
+        "mysql"
+    }
+    fn dialect(&self) -> Dialect {
+        Dialect::MySql
+    }
+    fn pooled(&self) -> Box<dyn Sql + '_> {
+        Box::new(Pooled(&self.pool))
+    }
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTx>, StoreError>> {
+        Box::pin(async move { Ok(Box::new(Tx(self.pool.begin().await?)) as Box<dyn SqlTx>) })
     }
 }
 

@@ -110,6 +110,19 @@ pub trait Columns {
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
     fn float(&self, col: &str) -> Result<f64, StoreError>;
     fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// A boolean stored as an integer (both engines).
+    fn boolean(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(self.int(col)? != 0)
+    }
+
+    /// A nullable non-negative integer id.
+    fn opt_id(&self, col: &str) -> Result<Option<u64>, StoreError> {
+        self.opt_int(col)?
+            .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}"))))
+            .transpose()
+    }
 
     /// A non-negative integer id (stored signed, as both engines' BIGINT).
     fn id(&self, col: &str) -> Result<u64, StoreError> {
@@ -118,8 +131,17 @@ pub trait Columns {
     }
 }
 
+/// A JSON document stored as text.
+pub fn json<T: serde::de::DeserializeOwned>(
+    row: &(impl Columns + ?Sized),
+    col: &str,
+) -> Result<T, StoreError> {
+    let text = row.text(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
 /// A `GlucoseReadings` row.
-pub fn glucose_reading(row: &impl Columns) -> Result<Reading, StoreError> {
+pub fn glucose_reading(row: &(impl Columns + ?Sized)) -> Result<Reading, StoreError> {
     Ok(Reading {
         id: row.text("ReadingID")?,
         at_ms: row.int("TimestampMs")?,
@@ -133,7 +155,7 @@ pub fn glucose_reading(row: &impl Columns) -> Result<Reading, StoreError> {
 }
 
 /// A `DeviceOperationalData` row.
-pub fn device_reading(row: &impl Columns) -> Result<Reading, StoreError> {
+pub fn device_reading(row: &(impl Columns + ?Sized)) -> Result<Reading, StoreError> {
     let codes = row.text("ErrorCodes")?;
     Ok(Reading {
         id: row.text("ReadingID")?,
@@ -154,7 +176,7 @@ pub fn device_reading(row: &impl Columns) -> Result<Reading, StoreError> {
 }
 
 /// An `Alerts` row joined with its `AlertLifecycle` status.
-pub fn alert_with_status(row: &impl Columns) -> Result<(Alert, AlertStatus), StoreError> {
+pub fn alert_with_status(row: &(impl Columns + ?Sized)) -> Result<(Alert, AlertStatus), StoreError> {
     let severity = row.text("Severity")?;
     let alert = Alert {
         id: row.text("AlertID")?,
@@ -188,7 +210,7 @@ pub fn alert_with_status(row: &impl Columns) -> Result<(Alert, AlertStatus), Sto
 }
 
 /// A `RuleFaults` row.
-pub fn rule_fault(row: &impl Columns) -> Result<RuleFault, StoreError> {
+pub fn rule_fault(row: &(impl Columns + ?Sized)) -> Result<RuleFault, StoreError> {
     let kind = row.text("Kind")?;
     Ok(RuleFault {
         rule: RuleRef {
@@ -205,7 +227,7 @@ pub fn rule_fault(row: &impl Columns) -> Result<RuleFault, StoreError> {
 }
 
 /// A `DeadLetters` row.
-pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
+pub fn dead_letter(row: &(impl Columns + ?Sized)) -> Result<DeadLetter, StoreError> {
     Ok(DeadLetter {
         origin: row.text("Origin")?,
         reason: row.text("Reason")?,
@@ -216,7 +238,7 @@ pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
 
 /// A catch-up page row of `kind` with its receive time.
 pub fn received_reading(
-    row: &impl Columns,
+    row: &(impl Columns + ?Sized),
     kind: ReadingKind,
 ) -> Result<Received<Reading>, StoreError> {
     Ok(Received {
@@ -229,7 +251,7 @@ pub fn received_reading(
 }
 
 /// A catch-up page alert with its status and creation time.
-pub fn received_alert(row: &impl Columns) -> Result<Received<(Alert, AlertStatus)>, StoreError> {
+pub fn received_alert(row: &(impl Columns + ?Sized)) -> Result<Received<(Alert, AlertStatus)>, StoreError> {
     Ok(Received {
         item: alert_with_status(row)?,
         received_at_ms: row.int("CreatedAtMs")?,

@@ -1,19 +1,19 @@
 //! The embedded OLTP store on SQLite (sqlx): one file, WAL mode, batched idempotent writes.
 
 use super::rows as decode;
+use super::sql::{Arg, Dialect, Q, Row, Sql, SqlEngine, SqlTx};
 use super::{
-    AlertStatus, BoxFuture, Counts, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
-    Received, RuleState, RuleVersionRecord, Store, StoreError, WriteBatch, WriteOutcome,
+    BoxFuture, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
+    IngestStore, Received, RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
 };
-use crate::model::dims::Dimensions;
 use crate::model::{
-    Alert, Body, DeadLetter, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
-    RuleInfo, RuleRef, now_ms,
+    Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind,
+    now_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row as _, Sqlite};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "faults and sink cursors",
         sql: include_str!("../../migrations/sqlite/0004_faults_and_sink_cursors.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "accounts and lifecycle",
+        sql: include_str!("../../migrations/sqlite/0005_accounts_and_lifecycle.sql"),
     },
 ];
 
@@ -246,6 +251,27 @@ impl SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
+        for chunk in b.shadow_alerts.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO ShadowAlerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
+            );
+            q.push_values(chunk, |mut row, a| {
+                row.push_bind(&a.id)
+                    .push_bind(&a.reading_id)
+                    .push_bind(a.patient_id.map(|p| p as i64))
+                    .push_bind(a.device_id as i64)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(&a.rule.name)
+                    .push_bind(&a.rule.version)
+                    .push_bind(&a.code)
+                    .push_bind(a.severity.as_str())
+                    .push_bind(&a.message)
+                    .push_bind(a.value)
+                    .push_bind(a.at_ms)
+                    .push_bind(b.received_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
         for chunk in b.dead_letters.chunks(ROWS_PER_INSERT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT OR IGNORE INTO DeadLetters (Fingerprint, Origin, Reason, Payload, ReceivedAtMs) ",
@@ -283,16 +309,7 @@ impl SqliteStore {
     }
 }
 
-fn u64_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<u64, StoreError> {
-    let v: i64 = row.try_get(col)?;
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
-}
-
-impl Store for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
+impl IngestStore for SqliteStore {
     fn write_batch<'a>(
         &'a self,
         batch: &'a WriteBatch,
@@ -305,348 +322,21 @@ impl Store for SqliteStore {
         lookback_ms: EpochMs,
         not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move {
-            let newest: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(t) FROM (SELECT MAX(TimestampMs) AS t FROM GlucoseReadings WHERE TimestampMs <= ?1 \
-                 UNION ALL SELECT MAX(TimestampMs) FROM DeviceOperationalData WHERE TimestampMs <= ?1)",
-            )
-            .bind(not_after_ms)
-            .fetch_one(&self.pool)
-            .await?;
-            let Some(newest) = newest else {
-                return Ok(Vec::new());
-            };
-            let since = newest - lookback_ms;
-            let mut out = Vec::new();
-            for row in sqlx::query(
-                "SELECT * FROM GlucoseReadings WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
-            )
-            .bind(since)
-            .bind(newest)
-            .fetch_all(&self.pool)
-            .await?
-            {
-                out.push(decode::glucose_reading(&row)?);
-            }
-            for row in sqlx::query(
-                "SELECT * FROM DeviceOperationalData WHERE TimestampMs > ? AND TimestampMs <= ? ORDER BY TimestampMs",
-            )
-            .bind(since)
-            .bind(newest)
-            .fetch_all(&self.pool)
-            .await?
-            {
-                out.push(decode::device_reading(&row)?);
-            }
-            out.sort_by_key(|r| r.at_ms);
-            Ok(out)
-        })
+        Box::pin(async move { ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await })
     }
 
     fn readings_by_id<'a>(
         &'a self,
         ids: &'a [&'a str],
     ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for chunk in ids.chunks(decode::IDS_PER_LOOKUP) {
-                for (table, glucose) in
-                    [("GlucoseReadings", true), ("DeviceOperationalData", false)]
-                {
-                    let mut q = QueryBuilder::<Sqlite>::new(format!(
-                        "SELECT * FROM {table} WHERE ReadingID IN "
-                    ));
-                    q.push_tuples(chunk, |mut row, id| {
-                        row.push_bind(*id);
-                    });
-                    for row in q.build().fetch_all(&self.pool).await? {
-                        out.push(if glucose {
-                            decode::glucose_reading(&row)?
-                        } else {
-                            decode::device_reading(&row)?
-                        });
-                    }
-                }
-            }
-            Ok(out)
-        })
+        Box::pin(async move { ingest::readings_by_id(&mut *self.pooled(), ids).await })
     }
 
     fn notified_alerts_since(
         &self,
         since_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Alert>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query(decode::NOTIFIED_ALERTS_SINCE)
-                .bind(since_ms)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|row| decode::alert_with_status(row).map(|(a, _)| a))
-                .collect()
-        })
-    }
-
-    fn put_rule_version<'a>(
-        &'a self,
-        info: &'a RuleInfo,
-        sha256: &'a str,
-        wasm: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT Sha256 FROM RuleVersions WHERE RuleName = ? AND Version = ?",
-            )
-            .bind(&info.name)
-            .bind(&info.version)
-            .fetch_optional(&self.pool)
-            .await?;
-            match existing {
-                Some(s) if s == sha256 => Ok(()),
-                Some(_) => Err(StoreError::Conflict(format!(
-                    "{}@{} is already stored with different bytes; released versions are immutable, bump the version",
-                    info.name, info.version
-                ))),
-                None => {
-                    let info_json = serde_json::to_string(info)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    sqlx::query("INSERT INTO RuleVersions (RuleName, Version, Sha256, Wasm, Info, UploadedAtMs) VALUES (?, ?, ?, ?, ?, ?)")
-                        .bind(&info.name)
-                        .bind(&info.version)
-                        .bind(sha256)
-                        .bind(wasm)
-                        .bind(info_json)
-                        .bind(now_ms())
-                        .execute(&self.pool)
-                        .await?;
-                    Ok(())
-                }
-            }
-        })
-    }
-
-    fn rule_versions(&self) -> BoxFuture<'_, Result<Vec<RuleVersionRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT Info, Sha256, Status, QuarantineReason, UploadedAtMs FROM RuleVersions ORDER BY RuleName, UploadedAtMs, rowid",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    let info: String = row.try_get("Info")?;
-                    Ok(RuleVersionRecord {
-                        info: serde_json::from_str(&info)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        sha256: row.try_get("Sha256")?,
-                        quarantine_reason: row.try_get("QuarantineReason")?,
-                        uploaded_at_ms: row.try_get("UploadedAtMs")?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn rule_wasm<'a>(&'a self, rule: &'a RuleRef) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
-        Box::pin(async move {
-            sqlx::query_scalar("SELECT Wasm FROM RuleVersions WHERE RuleName = ? AND Version = ?")
-                .bind(&rule.name)
-                .bind(&rule.version)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("rule version {rule}")))
-        })
-    }
-
-    fn put_rule_state<'a>(&'a self, s: &'a RuleState) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let params =
-                serde_json::to_string(&s.params).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (RuleName) DO UPDATE SET ActiveVersion = excluded.ActiveVersion, Enabled = excluded.Enabled, \
-                 Params = excluded.Params, UpdatedAtMs = excluded.UpdatedAtMs",
-            )
-            .bind(&s.name)
-            .bind(&s.active_version)
-            .bind(s.enabled)
-            .bind(params)
-            .bind(s.updated_at_ms)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs FROM Rules ORDER BY RuleName")
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    let params: String = row.try_get("Params")?;
-                    Ok(RuleState {
-                        name: row.try_get("RuleName")?,
-                        active_version: row.try_get("ActiveVersion")?,
-                        enabled: row.try_get("Enabled")?,
-                        params: serde_json::from_str(&params)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        updated_at_ms: row.try_get("UpdatedAtMs")?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn release_quarantine<'a>(
-        &'a self,
-        rule: &'a RuleRef,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("UPDATE RuleVersions SET Status = 'ok', QuarantineReason = NULL WHERE RuleName = ? AND Version = ?")
-                .bind(&rule.name)
-                .bind(&rule.version)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT (SELECT COUNT(*) FROM Patient) AS p, (SELECT COUNT(*) FROM DeviceStaticInfo) AS dev, \
-                 (SELECT COUNT(*) FROM Subscriber) AS s, (SELECT COUNT(*) FROM SubscribedPatients) AS sp, \
-                 (SELECT COUNT(*) FROM GlucoseReadings) AS g, (SELECT COUNT(*) FROM DeviceOperationalData) AS d, \
-                 (SELECT COUNT(*) FROM Alerts) AS a, (SELECT COUNT(*) FROM DeadLetters) AS dl, (SELECT COUNT(*) FROM RuleFaults) AS f",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(Counts {
-                patients: u64_col(&row, "p")?,
-                devices: u64_col(&row, "dev")?,
-                subscribers: u64_col(&row, "s")?,
-                subscriptions: u64_col(&row, "sp")?,
-                glucose_readings: u64_col(&row, "g")?,
-                device_readings: u64_col(&row, "d")?,
-                alerts: u64_col(&row, "a")?,
-                dead_letters: u64_col(&row, "dl")?,
-                rule_faults: u64_col(&row, "f")?,
-            })
-        })
-    }
-
-    fn put_dimensions<'a>(&'a self, d: &'a Dimensions) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let now = now_ms();
-            let mut tx = self.pool.begin().await?;
-            for p in &d.patients {
-                sqlx::query(
-                    "INSERT INTO Patient (PatientID, FirstName, LastName, DateOfBirth, Sex, Email, Phone, Profile, DiabetesType, CreatedAtMs) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (PatientID) DO UPDATE SET FirstName = excluded.FirstName, \
-                     LastName = excluded.LastName, DateOfBirth = excluded.DateOfBirth, Sex = excluded.Sex, Email = excluded.Email, \
-                     Phone = excluded.Phone, Profile = excluded.Profile, DiabetesType = excluded.DiabetesType",
-                )
-                .bind(p.patient_id as i64)
-                .bind(&p.first_name)
-                .bind(&p.last_name)
-                .bind(&p.birth_date)
-                .bind(&p.sex)
-                .bind(&p.email)
-                .bind(&p.phone)
-                .bind(&p.profile)
-                .bind(&p.diabetes_type)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for m in &d.manufacturers {
-                sqlx::query(
-                    "INSERT INTO Manufacturer (ManufacturerID, Name, Country) VALUES (?, ?, ?) \
-                     ON CONFLICT (ManufacturerID) DO UPDATE SET Name = excluded.Name, Country = excluded.Country",
-                )
-                .bind(m.manufacturer_id as i64)
-                .bind(&m.name)
-                .bind(&m.country)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for dev in &d.devices {
-                let model = d.device_models.iter().find(|m| m.model_id == dev.model_id);
-                sqlx::query(
-                    "INSERT INTO DeviceStaticInfo (DeviceID, ManufacturerID, PatientID, Model, SerialNumber, DeviceType, FirmwareVersion) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (DeviceID) DO UPDATE SET ManufacturerID = excluded.ManufacturerID, \
-                     PatientID = excluded.PatientID, Model = excluded.Model, SerialNumber = excluded.SerialNumber, \
-                     DeviceType = excluded.DeviceType, FirmwareVersion = excluded.FirmwareVersion",
-                )
-                .bind(dev.device_id as i64)
-                .bind(model.map(|m| m.manufacturer_id as i64))
-                .bind(dev.patient_id as i64)
-                .bind(model.map(|m| m.name.as_str()))
-                .bind(&dev.serial_number)
-                .bind(model.map(|m| m.kind.as_str()))
-                .bind(&dev.firmware_version)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for s in &d.subscribers {
-                sqlx::query(
-                    "INSERT INTO Subscriber (SubscriberID, Name, Role, TelegramChatID, Email) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (SubscriberID) DO UPDATE SET Name = excluded.Name, Role = excluded.Role, \
-                     TelegramChatID = excluded.TelegramChatID, Email = excluded.Email",
-                )
-                .bind(s.subscriber_id as i64)
-                .bind(&s.name)
-                .bind(&s.role)
-                .bind(s.telegram_chat_id)
-                .bind(&s.email)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for s in &d.subscriptions {
-                sqlx::query("INSERT OR IGNORE INTO SubscribedPatients (SubscriberID, PatientID) VALUES (?, ?)")
-                    .bind(s.subscriber_id as i64)
-                    .bind(s.patient_id as i64)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT Origin, Reason, Payload, ReceivedAtMs FROM DeadLetters ORDER BY ReceivedAtMs DESC, rowid DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(decode::dead_letter).collect()
-        })
-    }
-
-    fn alerts(&self, limit: u32) -> BoxFuture<'_, Result<Vec<(Alert, AlertStatus)>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT a.*, l.Status FROM Alerts a JOIN AlertLifecycle l ON l.AlertID = a.AlertID \
-                 ORDER BY a.CreatedAtMs DESC, a.rowid DESC LIMIT ?",
-            )
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(decode::alert_with_status).collect()
-        })
-    }
-
-    fn rule_faults(&self, limit: u32) -> BoxFuture<'_, Result<Vec<RuleFault>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM RuleFaults ORDER BY FaultID DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(decode::rule_fault).collect()
-        })
+        Box::pin(async move { ingest::notified_alerts_since(&mut *self.pooled(), since_ms).await })
     }
 
     fn readings_since<'a>(
@@ -655,22 +345,7 @@ impl Store for SqliteStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
-        Box::pin(async move {
-            let sql = match kind {
-                ReadingKind::Glucose => decode::GLUCOSE_SINCE,
-                ReadingKind::Device => decode::DEVICE_SINCE,
-            };
-            let rows = sqlx::query(sql)
-                .bind(after.received_at_ms)
-                .bind(after.received_at_ms)
-                .bind(&after.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|r| decode::received_reading(r, kind))
-                .collect()
-        })
+        Box::pin(async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await })
     }
 
     fn alerts_since<'a>(
@@ -678,18 +353,26 @@ impl Store for SqliteStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<super::AlertPage, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(decode::ALERTS_SINCE)
-                .bind(after.received_at_ms)
-                .bind(after.received_at_ms)
-                .bind(&after.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(decode::received_alert).collect()
-        })
+        Box::pin(async move { ingest::alerts_since(&mut *self.pooled(), after, limit).await })
     }
 
+    fn sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
+        Box::pin(async move { ingest::sink_cursor(&mut *self.pooled(), sink).await })
+    }
+
+    fn put_sink_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        cursor: &'a FeedCursor,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { ingest::put_sink_cursor(&mut *self.pooled(), sink, cursor).await })
+    }
+}
+
+impl RetentionStore for SqliteStore {
     fn purge_readings_before<'a>(
         &'a self,
         before_ms: EpochMs,
@@ -736,75 +419,14 @@ impl Store for SqliteStore {
         })
     }
 
+
     fn purge_diagnostics(
         &self,
         keep_rows: u64,
         before_ms: EpochMs,
     ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>> {
         Box::pin(async move {
-            let mut purged = PurgedDiagnostics::default();
-            for (table, time) in decode::DIAGNOSTICS {
-                // The time of the row just past the newest `keep_rows`: it and older go.
-                let past: Option<i64> =
-                    sqlx::query_scalar(&decode::diagnostics_cut_sql(table, time))
-                        .bind(i64::try_from(keep_rows).unwrap_or(i64::MAX))
-                        .fetch_optional(&self.pool)
-                        .await?;
-                let cut = decode::diagnostics_cut(past, before_ms);
-                let sql = format!("DELETE FROM {table} WHERE {time} < ?");
-                let n = sqlx::query(&sql)
-                    .bind(cut)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                if table == "DeadLetters" {
-                    purged.dead_letters = n;
-                } else {
-                    purged.rule_faults = n;
-                }
-            }
-            Ok(purged)
-        })
-    }
-
-    fn sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-    ) -> BoxFuture<'a, Result<Option<FeedCursor>, StoreError>> {
-        Box::pin(async move {
-            decode::decode_cursor(
-                sqlx::query_scalar(decode::SINK_CURSOR_SELECT)
-                    .bind(sink)
-                    .fetch_optional(&self.pool)
-                    .await?,
-            )
-        })
-    }
-
-    fn put_sink_cursor<'a>(
-        &'a self,
-        sink: &'a str,
-        cursor: &'a FeedCursor,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let json = decode::encode_cursor(cursor);
-            sqlx::query(
-                "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?) \
-                 ON CONFLICT (Sink) DO UPDATE SET CursorJson = excluded.CursorJson, UpdatedAtMs = excluded.UpdatedAtMs",
-            )
-            .bind(sink)
-            .bind(json)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
+            ingest::purge_diagnostics(&mut *self.pooled(), keep_rows, before_ms, None).await
         })
     }
 }
@@ -826,5 +448,103 @@ impl decode::Columns for sqlx::sqlite::SqliteRow {
     }
     fn opt_float(&self, col: &str) -> Result<Option<f64>, StoreError> {
         Ok(self.try_get(col)?)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// Binds engine-neutral arguments to a SQLite statement.
+fn bind_sqlite<'q>(
+    sql: &'q str,
+    args: &'q [Arg<'q>],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    for a in args {
+        query = match a {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Real(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Blob(b) => query.bind(b.as_ref()),
+        };
+    }
+    query
+}
+
+fn boxed(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<Row> {
+    rows.into_iter().map(|r| Box::new(r) as Row).collect()
+}
+
+/// Statements on the pool.
+struct Pooled<'p>(&'p SqlitePool);
+
+impl Sql for Pooled<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn run<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let done = bind_sqlite(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .execute(self.0)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+    fn rows<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(async move {
+            let rows = bind_sqlite(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .fetch_all(self.0)
+                .await?;
+            Ok(boxed(rows))
+        })
+    }
+}
+
+struct Tx(sqlx::Transaction<'static, Sqlite>);
+
+impl Sql for Tx {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn run<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let done = bind_sqlite(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .execute(&mut *self.0)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+    fn rows<'a>(&'a mut self, q: Q<'a>) -> BoxFuture<'a, Result<Vec<Row>, StoreError>> {
+        Box::pin(async move {
+            let rows = bind_sqlite(&q.sql, &q.args)
+                .persistent(!q.transient)
+                .fetch_all(&mut *self.0)
+                .await?;
+            Ok(boxed(rows))
+        })
+    }
+}
+
+impl SqlTx for Tx {
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async move { Ok(self.0.commit().await?) })
+    }
+}
+
+impl SqlEngine for SqliteStore {
+    fn engine_name(&self) -> &'static str {
+        "sqlite"
+    }
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn pooled(&self) -> Box<dyn Sql + '_> {
+        Box::new(Pooled(&self.pool))
+    }
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTx>, StoreError>> {
+        Box::pin(async move { Ok(Box::new(Tx(self.pool.begin().await?)) as Box<dyn SqlTx>) })
     }
 }

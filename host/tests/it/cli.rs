@@ -1,8 +1,9 @@
 //! The `glucoguard` binary as a user runs it: `backtest`, `rules inspect`, `rules release`,
 //! and `run` stopped by SIGTERM or Ctrl-C with `/health` and `/ready` on the way.
 
+use glucoguard::store::prelude::*;
 use crate::support::*;
-use glucoguard::store::Store;
+
 use glucoguard::store::sqlite::SqliteStore;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -277,7 +278,9 @@ fn run_readings() -> String {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = Host::start(&run_config(dir.path()));
+    let config = run_config(dir.path());
+    let token = crate::support::cli_token(&config);
+    let mut host = Host::start(&config);
     let base = host.base.clone();
 
     let (status, health) = get_json(&format!("{base}/health")).unwrap();
@@ -297,6 +300,7 @@ fn sigterm_drains_and_exits_zero() {
     let mut resp = agent()
         .post(&url)
         .header("Content-Type", "application/json")
+        .header("Authorization", &crate::support::bearer(&token))
         .send(run_readings())
         .unwrap();
     let (status, answer) = (
@@ -396,7 +400,7 @@ async fn rules_release_clears_a_quarantine() {
         .put_rule_version(
             rule.info(),
             rule.sha256(),
-            &plugin("glucoguard_default_rule"),
+            &plugin("glucoguard_default_rule"), &crate::support::audit(),
         )
         .await
         .unwrap();
@@ -494,6 +498,7 @@ fn no_glucose_value_or_patient_name_reaches_the_logs_or_the_terminal() {
         ),
     )
     .unwrap();
+    let token = crate::support::cli_token(&config);
     let mut host = Host::start(&config);
     let base = host.base.clone();
     let stdout = drain(host.child.stdout.take().unwrap());
@@ -509,6 +514,7 @@ fn no_glucose_value_or_patient_name_reaches_the_logs_or_the_terminal() {
     let mut resp = agent()
         .post(&format!("{base}/api/dimensions"))
         .header("Content-Type", "application/json")
+        .header("Authorization", &crate::support::bearer(&token))
         .send(serde_json::to_string(&dims).unwrap())
         .unwrap();
     assert_eq!(
@@ -528,6 +534,7 @@ fn no_glucose_value_or_patient_name_reaches_the_logs_or_the_terminal() {
     let mut resp = agent()
         .post(&format!("{base}/api/ingest"))
         .header("Content-Type", "application/json")
+        .header("Authorization", &crate::support::bearer(&token))
         .send(body)
         .unwrap();
     let answer = resp.body_mut().read_to_string().unwrap();

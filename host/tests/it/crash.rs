@@ -14,9 +14,10 @@
 //! The console notifier prints one `ALERT … id=<alert id>` line per notified alert; each
 //! child's stdout is read through a pipe, so the notifications of every run are counted.
 
+use glucoguard::store::prelude::*;
 use crate::support::plugin_path;
 use glucoguard::store::sqlite::SqliteStore;
-use glucoguard::store::{AlertStatus, Cursor, Store};
+use glucoguard::store::{AlertStatus, Cursor};
 use glucoguard_simulator::{SimConfig, Simulator};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -151,6 +152,8 @@ struct Harness {
     runs: usize,
     /// Every `ALERT` line any run printed: (run, line).
     alert_lines: Arc<Mutex<Vec<(usize, String)>>>,
+    /// An admin token for `POST /api/ingest`.
+    token: String,
 }
 
 /// One running child.
@@ -172,6 +175,7 @@ impl Harness {
             serde_json::to_string(rule.to_str().unwrap()).unwrap(),
         );
         std::fs::write(&config, toml).unwrap();
+        let token = crate::support::cli_token(&config);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -185,6 +189,7 @@ impl Harness {
             addr: format!("127.0.0.1:{port}"),
             runs: 0,
             alert_lines: Arc::default(),
+            token,
         }
     }
 
@@ -380,6 +385,7 @@ impl Progress {
 /// when the feed takes longer than `FEED_DEADLINE` or an answer is wrong.
 fn spawn_feeder(
     url: String,
+    token: String,
     bodies: Vec<String>,
     progress: Arc<Progress>,
 ) -> JoinHandle<Result<(), String>> {
@@ -406,6 +412,7 @@ fn spawn_feeder(
                     progress.attempts.fetch_add(1, Ordering::SeqCst);
                     let answer = agent
                         .post(&url)
+                        .header("Authorization", &crate::support::bearer(&token))
                         .header("Content-Type", "application/json")
                         .send(body.as_str())
                         .and_then(|mut r| {
@@ -568,6 +575,7 @@ impl Reference {
         let progress = Arc::new(Progress::default());
         let feeder = spawn_feeder(
             h.url("/api/ingest"),
+            h.token.clone(),
             stream.bodies.clone(),
             progress.clone(),
         );
@@ -821,6 +829,7 @@ fn sigkill_at_random_points_loses_nothing_and_notifies_once() {
     let progress = Arc::new(Progress::default());
     let feeder = spawn_feeder(
         h.url("/api/ingest"),
+        h.token.clone(),
         stream.bodies.clone(),
         progress.clone(),
     );
@@ -876,6 +885,7 @@ fn sigterm_mid_stream_drains_and_exits_zero() {
     let progress = Arc::new(Progress::default());
     let feeder = spawn_feeder(
         h.url("/api/ingest"),
+        h.token.clone(),
         stream.bodies.clone(),
         progress.clone(),
     );

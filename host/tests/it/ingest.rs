@@ -20,7 +20,7 @@ fn config(db: &std::path::Path) -> Config {
     }
 }
 
-fn post(url: &str, body: &str) -> (u16, serde_json::Value) {
+fn post(token: &str, url: &str, body: &str) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -29,6 +29,7 @@ fn post(url: &str, body: &str) -> (u16, serde_json::Value) {
     let mut resp = agent
         .post(url)
         .header("Content-Type", "application/json")
+        .header("Authorization", &crate::support::bearer(token))
         .send(body)
         .unwrap();
     let status = resp.status().as_u16();
@@ -43,6 +44,7 @@ fn post(url: &str, body: &str) -> (u16, serde_json::Value) {
 async fn the_simulator_streams_over_http_and_every_reading_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let app = app::start(&config(&dir.path().join("g.db"))).await.unwrap();
+    let token = crate::support::token(&app).await;
     let base = format!("http://{}", app.http.unwrap());
     let sim = SimConfig {
         patients: 4,
@@ -50,8 +52,9 @@ async fn the_simulator_streams_over_http_and_every_reading_is_stored() {
         ..SimConfig::default()
     };
     let url = format!("{base}/api/ingest");
+    let publisher_token = token.clone();
     let streamed = tokio::task::spawn_blocking(move || {
-        let mut publisher = HttpPublisher::new(url);
+        let mut publisher = HttpPublisher::new(url).with_bearer(Some(publisher_token));
         stream(
             Simulator::new(sim),
             Pacing::AsFastAsPossible,
@@ -72,6 +75,7 @@ async fn the_simulator_streams_over_http_and_every_reading_is_stored() {
 
     let (status, body) = tokio::task::spawn_blocking(move || {
         let stats = ureq::get(&format!("{base}/api/stats"))
+            .header("Authorization", &crate::support::bearer(&token))
             .call()
             .unwrap()
             .body_mut()
@@ -94,6 +98,7 @@ async fn the_simulator_streams_over_http_and_every_reading_is_stored() {
 async fn invalid_items_are_reported_per_item_and_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let app = app::start(&config(&dir.path().join("g.db"))).await.unwrap();
+    let token = crate::support::token(&app).await;
     let url = format!("http://{}/api/ingest", app.http.unwrap());
     let batch = format!(
         "[{}, {{\"patient_id\": 1, \"glucose_level\": 90}}, {}, \"just a string\"]",
@@ -101,7 +106,7 @@ async fn invalid_items_are_reported_per_item_and_dead_lettered() {
         glucose_json("ok-2", 1, T0 + MIN, 101.0)
     );
     let (u, b) = (url.clone(), batch.clone());
-    let (status, body) = tokio::task::spawn_blocking(move || post(&u, &b))
+    let (status, body) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -118,7 +123,7 @@ async fn invalid_items_are_reported_per_item_and_dead_lettered() {
     assert_eq!(body["rejected"][1]["index"], 3);
 
     let u = url.clone();
-    let (status, body) = tokio::task::spawn_blocking(move || post(&u, "{oops"))
+    let (status, body) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, "{oops") })
         .await
         .unwrap();
     assert_eq!(status, 400);
@@ -145,11 +150,12 @@ async fn invalid_items_are_reported_per_item_and_dead_lettered() {
 async fn dimension_data_from_the_simulator_lands_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let app = app::start(&config(&dir.path().join("g.db"))).await.unwrap();
+    let token = crate::support::token(&app).await;
     let url = format!("http://{}/api/dimensions", app.http.unwrap());
     let dims = glucoguard_simulator::dimensions(42, 12);
     let body = serde_json::to_string(&dims).unwrap();
     let (u, b) = (url.clone(), body.clone());
-    let (status, counts) = tokio::task::spawn_blocking(move || post(&u, &b))
+    let (status, counts) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
         .await
         .unwrap();
     assert_eq!(status, 200, "{counts}");
@@ -159,14 +165,14 @@ async fn dimension_data_from_the_simulator_lands_in_the_store() {
     assert_eq!(counts["subscriptions"], dims.subscriptions.len());
     // Idempotent: the same document again changes no counts.
     let (u, b) = (url.clone(), body);
-    let (_, again) = tokio::task::spawn_blocking(move || post(&u, &b))
+    let (_, again) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
         .await
         .unwrap();
     assert_eq!(again, counts);
     // A document with a dangling reference is refused with the reason.
     let mut bad: serde_json::Value = serde_json::to_value(&dims).unwrap();
     bad["devices"][0]["patient_id"] = serde_json::json!(999);
-    let (status, err) = tokio::task::spawn_blocking(move || post(&url, &bad.to_string()))
+    let (status, err) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &url, &bad.to_string()) })
         .await
         .unwrap();
     assert_eq!(status, 400);

@@ -3,6 +3,7 @@
 //! source, real rule components). The engine-level holes (poison readings, bounded
 //! isolation, non-finite values) are in `sandbox.rs`, the store-level ones in `store.rs`.
 
+use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::app::{self, App};
 use glucoguard::config::{Config, RuleConfig};
@@ -55,7 +56,8 @@ async fn hole1_a_failed_rule_reload_keeps_the_running_rules() {
             enabled: true,
             params,
             updated_at_ms: T0,
-        })
+            shadow: None,
+        }, &crate::support::audit())
         .await
         .unwrap();
     let err = app.handle.reload_rules().await.unwrap_err();
@@ -113,11 +115,11 @@ async fn hole3_a_quarantined_version_does_not_stop_the_restart_and_can_be_releas
             .any(|(a, _)| a.reading_id.ends_with(":after"))
     );
     let looping = stats.quarantined[0].rule.clone();
-    app.handle.release_rule(&looping).await.unwrap();
+    app.handle.release_rule(&looping, &crate::support::system()).await.unwrap();
     let stats = app.handle.stats();
     assert!(stats.quarantined.is_empty(), "{:?}", stats.quarantined);
     assert_eq!(stats.rules.len(), 2, "the released version runs again");
-    let again = app.handle.release_rule(&looping).await.unwrap_err();
+    let again = app.handle.release_rule(&looping, &crate::support::system()).await.unwrap_err();
     assert!(again.to_string().contains("not quarantined"), "{again}");
     stop(app).await;
 }
@@ -168,7 +170,6 @@ async fn hole4_a_far_future_timestamp_is_a_dead_letter_and_blinds_no_window() {
     let store = glucoguard::store::sqlite::SqliteStore::open(&db)
         .await
         .unwrap();
-    use glucoguard::store::Store;
     store
         .write_batch(&glucoguard::store::WriteBatch {
             readings: vec![glucose("legacy-future", 2, far, 100.0)],

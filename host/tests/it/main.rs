@@ -1,9 +1,11 @@
 //! Host integration tests: one binary, a module per area. They use the real rule components
 //! built by `cargo xtask build-plugins` (found through `GLUCOGUARD_PLUGIN_DIR`).
 
+mod admin;
 mod analytics;
 mod architecture;
 mod archive;
+mod backtest_diff;
 mod cli;
 mod crash;
 mod equivalence;
@@ -17,4 +19,6 @@ mod sandbox;
 mod scenarios;
 mod store;
 mod support;
+mod tls;
+mod upload;
 mod windows;

@@ -7,6 +7,7 @@
 //! (and under plain `cargo test`). When the server is unreachable every test here fails, naming
 //! the command that starts it.
 
+use glucoguard::store::prelude::*;
 use crate::store;
 use crate::support::*;
 use glucoguard::app;
@@ -584,6 +585,7 @@ listen = "127.0.0.1:{port}"
     .unwrap();
     // The test server's root has no password, so the URL prints whole.
     let url = db.url.to_string();
+    let token = crate::support::cli_token_with(&config, &[("GG_TEST_RUN_MYSQL_URL", &url)]);
     let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_glucoguard"))
         .args(["run", "--config"])
         .arg(&config)
@@ -619,9 +621,11 @@ listen = "127.0.0.1:{port}"
         .collect();
     let sent = Instant::now();
     let admin = base.clone();
+    let ingest_token = token.clone();
     let answer = tokio::task::spawn_blocking(move || {
         ureq::post(&format!("{base}/api/ingest"))
             .header("Content-Type", "application/json")
+            .header("Authorization", &crate::support::bearer(&ingest_token))
             .send(serde_json::to_string(&body).unwrap())
             .unwrap()
             .body_mut()
@@ -639,8 +643,10 @@ listen = "127.0.0.1:{port}"
     let started = Instant::now();
     let sinks: serde_json::Value = loop {
         let admin = admin.clone();
+        let token = token.clone();
         let sinks: serde_json::Value = tokio::task::spawn_blocking(move || {
             let text = ureq::get(&format!("{admin}/api/sinks"))
+                .header("Authorization", &crate::support::bearer(&token))
                 .call()
                 .unwrap()
                 .body_mut()

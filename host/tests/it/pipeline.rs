@@ -151,7 +151,7 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     let trap = app
         .handle
         .rules()
-        .upload(&plugin("trap_on_poison"))
+        .upload(&plugin("trap_on_poison"), &crate::support::system())
         .await
         .unwrap();
     const N: usize = 3000;
@@ -180,10 +180,10 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     send_range(0..N / 3).await.unwrap();
     wait_acked((N / 3) as u64).await;
     let during = send_range(N / 3..2 * N / 3);
-    app.handle.rules().disable("default-glucose").await.unwrap();
+    app.handle.rules().disable("default-glucose", &crate::support::system()).await.unwrap();
     app.handle
         .rules()
-        .enable(&trap.name, None, Some(BTreeMap::new()))
+        .enable(&trap.name, None, Some(BTreeMap::new()), &crate::support::system())
         .await
         .unwrap();
     app.handle.reload_rules().await.unwrap();
@@ -271,7 +271,7 @@ async fn a_faulty_rule_is_quarantined_in_the_store_while_the_stream_goes_on() {
     let err = app
         .handle
         .rules()
-        .enable("loop-forever", None, None)
+        .enable("loop-forever", None, None, &crate::support::system())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("quarantined"), "{err}");

@@ -1,6 +1,7 @@
 //! The scheduled retention job on a running store: old readings leave on its first pass and
 //! on later ticks, newer readings and all alerts stay.
 
+use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::config::RetentionConfig;
 use glucoguard::store::sqlite::SqliteStore;

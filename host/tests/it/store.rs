@@ -1,6 +1,7 @@
 //! The store contract, written once against `dyn Store` and run against every implementation:
 //! SQLite here, MySQL/MariaDB in `mariadb.rs` (one test there per `pub(crate)` suite function).
 
+use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::model::dims::{
     Device, DeviceModel, Dimensions, Manufacturer, Patient, Subscriber, Subscription,
@@ -52,6 +53,8 @@ fn sample_batch() -> WriteBatch {
             at_ms: 2,
         }],
         quarantined: vec![],
+        // A shadow version's alert: stored apart (written twice by the replay test, kept once).
+        shadow_alerts: vec![alert("g1", T0)],
         received_at_ms: 10,
     }
 }
@@ -80,6 +83,12 @@ pub(crate) async fn writes_are_idempotent(store: Arc<dyn Store>) {
         ),
         (2, 1, 2, 1),
         "a replayed batch adds no rows"
+    );
+    let shadow = &b.shadow_alerts[0];
+    assert_eq!(
+        store.shadow_alerts(&shadow.rule, 10).await.unwrap(),
+        vec![shadow.clone()],
+        "a shadow alert is kept apart, once"
     );
     let alerts = store.alerts(10).await.unwrap();
     let statuses: BTreeMap<String, AlertStatus> = alerts
@@ -268,15 +277,15 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
     let engine = engine();
     let rule = load(&engine, "glucoguard_default_rule");
     store
-        .put_rule_version(rule.info(), rule.sha256(), b"bytes")
+        .put_rule_version(rule.info(), rule.sha256(), b"bytes", &crate::support::audit())
         .await
         .unwrap();
     store
-        .put_rule_version(rule.info(), rule.sha256(), b"bytes")
+        .put_rule_version(rule.info(), rule.sha256(), b"bytes", &crate::support::audit())
         .await
         .unwrap();
     let err = store
-        .put_rule_version(rule.info(), "other-sha", b"other")
+        .put_rule_version(rule.info(), "other-sha", b"other", &crate::support::audit())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -293,13 +302,14 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
             glucoguard::model::ParamValue::Float(120.0),
         )]),
         updated_at_ms: 5,
+        shadow: None,
     };
-    store.put_rule_state(&state).await.unwrap();
+    store.put_rule_state(&state, &crate::support::audit()).await.unwrap();
     store
         .put_rule_state(&RuleState {
             enabled: false,
             ..state.clone()
-        })
+        }, &crate::support::audit())
         .await
         .unwrap();
     assert_eq!(
@@ -320,7 +330,7 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
             .as_deref(),
         Some("too many traps")
     );
-    store.release_quarantine(&rule.rule_ref()).await.unwrap();
+    store.release_quarantine(&rule.rule_ref(), &crate::support::audit()).await.unwrap();
     assert_eq!(
         store.rule_versions().await.unwrap()[0].quarantine_reason,
         None
@@ -402,12 +412,12 @@ pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn St
     let shape =
         |c: glucoguard::store::Counts| (c.patients, c.devices, c.subscribers, c.subscriptions);
     store
-        .put_dimensions(&dimensions("Ann", "doctor"))
+        .put_dimensions(&dimensions("Ann", "doctor"), &crate::support::audit())
         .await
         .unwrap();
     assert_eq!(shape(store.counts().await.unwrap()), (2, 2, 2, 3));
     store
-        .put_dimensions(&dimensions("Ann", "doctor"))
+        .put_dimensions(&dimensions("Ann", "doctor"), &crate::support::audit())
         .await
         .unwrap();
     assert_eq!(
@@ -432,7 +442,7 @@ pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn St
         subscriber_id: 2,
         patient_id: 3,
     });
-    store.put_dimensions(&more).await.unwrap();
+    store.put_dimensions(&more, &crate::support::audit()).await.unwrap();
     assert_eq!(
         shape(store.counts().await.unwrap()),
         (3, 2, 2, 4),
@@ -443,7 +453,7 @@ pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn St
     bad.patients[0].patient_id = 9;
     bad.subscriptions.clear();
     assert!(
-        store.put_dimensions(&bad).await.is_err(),
+        store.put_dimensions(&bad, &crate::support::audit()).await.is_err(),
         "role `hacker` is refused"
     );
     assert_eq!(

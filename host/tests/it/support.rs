@@ -224,3 +224,52 @@ pub async fn send_each(app: &glucoguard::app::App, lines: &[String]) {
         acked.wait_for(1, std::time::Duration::from_secs(30)).await;
     }
 }
+
+/// An audit entry for changes tests make directly in the store.
+pub fn audit() -> glucoguard::store::accounts::Audit {
+    glucoguard::store::accounts::Audit::system("test", "test.change", "test")
+}
+
+/// The host itself, for changes tests make through the rule manager or pipeline handle.
+pub fn system() -> glucoguard::store::accounts::Actor {
+    glucoguard::store::accounts::Actor::system("test")
+}
+
+/// An admin API token issued straight into a running app's store, and the header that
+/// carries it.
+pub async fn token(app: &glucoguard::app::App) -> String {
+    token_in(app.store.as_ref()).await
+}
+
+pub async fn token_in(store: &dyn glucoguard::store::AdminStore) -> String {
+    use glucoguard::store::accounts::Role;
+    let (record, token) =
+        glucoguard::admin::auth::new_token("test", Role::Admin, None, "system:test", None);
+    store.create_token(&record, &audit()).await.unwrap();
+    token
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A token for a host run as a process, issued with `glucoguard tokens add` on its config.
+pub fn cli_token(config: &std::path::Path) -> String {
+    cli_token_with(config, &[])
+}
+
+/// As [`cli_token`], with environment variables the config refers to (a store URL).
+pub fn cli_token_with(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glucoguard"))
+        .args(["tokens", "add", "--name", "test", "--role", "admin", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "glucoguard tokens add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
