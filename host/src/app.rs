@@ -272,7 +272,8 @@ pub async fn start_with(
                 .map_err(|source| StartError::Listen { addr, source })?;
             let admin_store: Arc<dyn crate::store::AdminStore> = store.clone();
             let router = crate::admin::router(
-                crate::admin::AdminState::new(admin_store, handle.clone(), http_tls.is_some()),
+                crate::admin::AdminState::new(admin_store, handle.clone(), http_tls.is_some())
+                    .with_live(live.clone()),
                 handle.embedded_source("http"),
             );
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

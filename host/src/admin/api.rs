@@ -85,12 +85,19 @@ pub(super) fn routes() -> Vec<(
         ),
         // Alerts.
         (Method::GET, "/api/alerts", STAFF, get(alerts)),
+        (Method::GET, "/api/alerts/live", STAFF, get(live_alerts)),
         (Method::GET, "/api/alerts/{id}", STAFF, get(alert)),
         (Method::POST, "/api/alerts/{id}/acknowledge", STAFF, post(acknowledge)),
         (Method::POST, "/api/alerts/{id}/resolve", STAFF, post(resolve)),
         (Method::POST, "/api/alerts/{id}/note", STAFF, post(note)),
         // Operations.
         (Method::GET, "/api/dead-letters", ADMIN, get(dead_letters)),
+        (
+            Method::POST,
+            "/api/dead-letters/{fingerprint}/replay",
+            ADMIN,
+            post(replay_dead_letter),
+        ),
         (Method::GET, "/api/rule-faults", ADMIN, get(rule_faults)),
         // Accounts, tokens, audit.
         (Method::GET, "/api/users", ADMIN, get(users)),
@@ -829,7 +836,97 @@ async fn note(
     act(s, p, id, AlertAction::Note, &bytes).await
 }
 
+/// `GET /api/alerts/live`: alerts as server-sent events (`event: alert`, the alert as JSON)
+/// as they are stored and notified, only those of patients the caller may see; `event:
+/// lagged` says how many a slow reader missed (they are in `GET /api/alerts`).
+async fn live_alerts(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let live = s
+        .live
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("this host has no live feed".to_owned()))?;
+    let rx = live.subscribe();
+    let visible = p.visible.clone();
+    let stream = futures_util::stream::unfold((rx, visible), |(mut rx, visible)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(a) => {
+                    let allowed = match (&visible, a.patient_id) {
+                        (Visible::All, _) => true,
+                        (v, Some(patient)) => v.allows(patient),
+                        (_, None) => false,
+                    };
+                    if !allowed {
+                        continue;
+                    }
+                    let event = Event::default()
+                        .event("alert")
+                        .id(a.id.clone())
+                        .json_data(&a)
+                        .unwrap_or_else(|_| Event::default().event("error"));
+                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, visible)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let event = Event::default().event("lagged").data(n.to_string());
+                    return Some((Ok(event), (rx, visible)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 // ---- operations ----
+
+/// `POST /api/dead-letters/{fingerprint}/replay`: after a fix (a rule released, dimension rows
+/// added, a producer's bug understood), puts a dead letter's payload through the pipeline
+/// again. A payload that still does not parse stays, with the reason; one that parses goes
+/// to the pipeline, which stores it (or dead-letters it again, with the new reason, under
+/// origin `replay`), and the original is removed once that is durable.
+async fn replay_dead_letter(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+    Path(fingerprint): Path<String>,
+) -> Api<serde_json::Value> {
+    let letter = s
+        .store
+        .dead_letter(&fingerprint)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("dead letter {fingerprint}")))?;
+    if let Err(e) = crate::model::parse::parse_reading(letter.payload.as_bytes()) {
+        return Err(ApiError::Conflict(format!(
+            "the payload still does not parse: {}",
+            e.0
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    s.pipeline
+        .embedded_source("replay")
+        .send_with_ack(
+            letter.payload.clone().into_bytes(),
+            crate::sources::Ack::new(move || {
+                let _ = tx.send(());
+            }),
+        )
+        .await
+        .map_err(|_| ApiError::Unavailable("the pipeline takes no input".to_owned()))?;
+    tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+        .await
+        .map_err(|_| ApiError::Unavailable("queued, not yet durable; replaying again is safe".to_owned()))?
+        .map_err(|_| ApiError::Unavailable("the pipeline stopped".to_owned()))?;
+    let audit = p
+        .actor
+        .audit("dead_letter.replay", format!("dead_letter:{fingerprint}"))
+        .with_before(serde_json::json!({ "origin": letter.origin, "reason": letter.reason }));
+    s.store.delete_dead_letter(&fingerprint, &audit).await?;
+    Ok(Json(serde_json::json!({ "replayed": fingerprint })))
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]

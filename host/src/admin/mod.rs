@@ -32,6 +32,8 @@ pub struct AdminState {
     pub throttle: Arc<auth::Throttle>,
     /// Session cookies carry `Secure` (the listener serves TLS).
     pub secure_cookies: bool,
+    /// The live alert feed, for `GET /api/alerts/live` (server-sent events).
+    pub live: Option<crate::sinks::LiveFeed>,
 }
 
 impl AdminState {
@@ -41,7 +43,14 @@ impl AdminState {
             pipeline,
             throttle: Arc::new(auth::Throttle::default()),
             secure_cookies,
+            live: None,
         }
+    }
+
+    /// Serves the live alert feed to signed-in staff.
+    pub fn with_live(mut self, live: crate::sinks::LiveFeed) -> Self {
+        self.live = Some(live);
+        self
     }
 }
 

@@ -185,11 +185,13 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/subscriptions"), ADMIN),
         (("DELETE", "/api/subscriptions/{subscriber}/{patient}"), ADMIN),
         (("GET", "/api/alerts"), STAFF),
+        (("GET", "/api/alerts/live"), STAFF),
         (("GET", "/api/alerts/{id}"), STAFF),
         (("POST", "/api/alerts/{id}/acknowledge"), STAFF),
         (("POST", "/api/alerts/{id}/resolve"), STAFF),
         (("POST", "/api/alerts/{id}/note"), STAFF),
         (("GET", "/api/dead-letters"), ADMIN),
+        (("POST", "/api/dead-letters/{fingerprint}/replay"), ADMIN),
         (("GET", "/api/rule-faults"), ADMIN),
         (("GET", "/api/users"), ADMIN),
         (("POST", "/api/users"), ADMIN),
@@ -209,6 +211,7 @@ fn concrete(path: &str) -> String {
         .replace("{subscriber}", "10")
         .replace("{patient}", "2")
         .replace("{id}", "2")
+        .replace("{fingerprint}", "0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,5 +656,89 @@ async fn the_directory_checks_references_and_answers_conflicts_and_missing_rows(
         StatusCode::NO_CONTENT
     );
     assert_eq!(ingest(token).await.status, StatusCode::UNAUTHORIZED);
+    support::stop(f.app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_streams_only_the_followed_patients_alerts() {
+    let f = fixture().await;
+    let router = router(
+        state(&f.app).with_live(f.app.live.clone()),
+        f.app.handle.embedded_source("test"),
+    );
+    let bearer = support::bearer(&f.clinician);
+    let resp = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/alerts/live")
+                .header("authorization", &bearer)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body().into_data_stream();
+    // The other patient's alert first, then the followed one's.
+    send_all(&f.app, [glucose_json("sse-2", 2, T0, 200.0)]).await;
+    send_all(&f.app, [glucose_json("sse-1", 1, T0 + MIN, 210.0)]).await;
+    use futures_util::StreamExt as _;
+    let mut text = String::new();
+    while !text.contains("event: alert") || !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let alert: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(alert["patient_id"], 1, "the first event is the followed patient's: {text}");
+    assert!(!text.contains("\"patient_id\":2"), "{text}");
+    support::stop(f.app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_replayed_through_the_pipeline_and_nothing_is_lost() {
+    let f = fixture().await;
+    let a = &f.admin;
+    // A conflict (same producer id, other content) and a payload that never parses.
+    send_all(&f.app, [glucose_json("dl-1", 1, T0, 100.0)]).await;
+    send_all(&f.app, [glucose_json("dl-1", 1, T0, 300.0), "{broken".to_owned()]).await;
+    let letters = as_token(&f.router, a, Method::GET, "/api/dead-letters", "").await;
+    let letters = letters.json.as_array().unwrap().clone();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let fp = |needle: &str| {
+        letters
+            .iter()
+            .find(|l| l["payload"].as_str().unwrap().contains(needle))
+            .unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let broken = fp("{broken");
+    let r = as_token(&f.router, a, Method::POST, &format!("/api/dead-letters/{broken}/replay"), "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert!(f.app.store.dead_letter(&broken).await.unwrap().is_some(), "kept");
+    // The conflict still conflicts: replayed, it is a dead letter again under origin
+    // `replay` with the reason, and the original is gone; nothing is lost either way.
+    let conflict = fp("300");
+    let r = as_token(&f.router, a, Method::POST, &format!("/api/dead-letters/{conflict}/replay"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(f.app.store.dead_letter(&conflict).await.unwrap().is_none());
+    let now = f.app.store.dead_letters(10).await.unwrap();
+    assert!(
+        now.iter().any(|d| d.origin == "replay" && d.payload.contains("300")),
+        "{now:?}"
+    );
+    let log = f.app.store.audit_log(&AuditFilter { action: Some("dead_letter.".into()), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(log.len(), 1);
     support::stop(f.app).await;
 }
