@@ -45,6 +45,7 @@ pub(super) fn routes() -> Vec<(
         (Method::POST, "/api/rules/{name}/disable", ADMIN, post(disable_rule)),
         (Method::POST, "/api/rules/{name}/rollback", ADMIN, post(rollback_rule)),
         (Method::PUT, "/api/rules/{name}/params", ADMIN, put(set_params)),
+        (Method::POST, "/api/rules/{name}/backtest", ADMIN, post(backtest_rule)),
         (Method::POST, "/api/rules/{name}/shadow", ADMIN, post(start_shadow)),
         (Method::DELETE, "/api/rules/{name}/shadow", ADMIN, delete(stop_shadow)),
         (
@@ -369,6 +370,113 @@ async fn set_params(
     let state = s.pipeline.rules().set_params(&name, params, &p.actor).await?;
     reload_after(&s).await?;
     Ok(Json(state))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BacktestBody {
+    /// The candidate version.
+    version: String,
+    /// Candidate parameters (its declared defaults when absent).
+    #[serde(default)]
+    params: Option<BTreeMap<String, crate::model::ParamValue>>,
+    from_ms: i64,
+    to_ms: i64,
+    /// Only these patients (all when absent).
+    #[serde(default)]
+    patients: Option<Vec<u64>>,
+    /// Added and removed examples per patient.
+    #[serde(default)]
+    examples: Option<usize>,
+}
+
+/// Longest period one backtest may cover.
+const MAX_BACKTEST_DAYS: i64 = 92;
+
+/// `POST /api/rules/{name}/backtest`: what enabling a candidate version (with candidate
+/// parameters) would change over a stored period, against the active version: alerts added
+/// and removed per patient, with counts and examples (`backtest::diff`). Glucose history
+/// only (device telemetry is not replayed here).
+async fn backtest_rule(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Api<crate::backtest::diff::BacktestDiff> {
+    let b: BacktestBody = body(&bytes)?;
+    if b.to_ms <= b.from_ms {
+        return Err(ApiError::BadRequest("to_ms must be after from_ms".to_owned()));
+    }
+    if b.to_ms - b.from_ms > MAX_BACKTEST_DAYS * 86_400_000 {
+        return Err(ApiError::BadRequest(format!(
+            "a backtest covers at most {MAX_BACKTEST_DAYS} days"
+        )));
+    }
+    let manager = s.pipeline.rules();
+    let candidate = manager
+        .compiled_rule(&RuleRef {
+            name: name.clone(),
+            version: b.version.clone(),
+        })
+        .await?;
+    let candidate_params = b.params.unwrap_or_default();
+    let state = s
+        .store
+        .rule_states()
+        .await?
+        .into_iter()
+        .find(|st| st.name == name && st.enabled);
+    let base = match &state {
+        Some(st) => Some((
+            manager
+                .compiled_rule(&RuleRef {
+                    name: name.clone(),
+                    version: st.active_version.clone(),
+                })
+                .await?,
+            st.params.clone(),
+        )),
+        None => None,
+    };
+    let lookback = |rule: &std::sync::Arc<crate::engine::CompiledRule>, params| {
+        crate::engine::ActiveRule::new(rule.clone(), params)
+            .map(|r| crate::engine::RuleSet::new(vec![r]).lookback_ms())
+            .map_err(ApiError::BadRequest)
+    };
+    let mut lookback_ms = lookback(&candidate, &candidate_params)?;
+    if let Some((rule, params)) = &base {
+        lookback_ms = lookback_ms.max(lookback(rule, params)?);
+    }
+    let readings = s
+        .store
+        .glucose_between(b.from_ms - lookback_ms, b.to_ms, b.patients.as_deref())
+        .await?;
+    let period = crate::backtest::Period {
+        from_ms: b.from_ms,
+        to_ms: b.to_ms,
+    };
+    let examples = b.examples.unwrap_or(5).min(100);
+    let audit = p
+        .actor
+        .audit("rule.backtest", format!("rule:{name}@{}", b.version))
+        .with_after(serde_json::json!({
+            "from_ms": b.from_ms, "to_ms": b.to_ms, "readings": readings.len(),
+            "params": &candidate_params,
+        }));
+    let result = tokio::task::spawn_blocking(move || {
+        crate::backtest::diff::diff(
+            base.as_ref().map(|(r, params)| (r.clone(), params)),
+            (candidate, &candidate_params),
+            &readings,
+            period,
+            examples,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("backtest panicked: {e}")))?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    s.store.append_audit(&audit).await?;
+    Ok(Json(result))
 }
 
 #[derive(Deserialize)]

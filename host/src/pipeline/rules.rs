@@ -387,6 +387,16 @@ impl RuleManager {
         Ok(())
     }
 
+    /// A stored version by name and version, compiled (cached).
+    pub async fn compiled_rule(&self, rule: &RuleRef) -> Result<Arc<CompiledRule>, RuleError> {
+        let versions = self.store.rule_versions().await?;
+        let v = versions
+            .iter()
+            .find(|v| v.info.name == rule.name && v.info.version == rule.version)
+            .ok_or_else(|| RuleError::Invalid(format!("no uploaded version {rule}")))?;
+        self.compiled_version(rule, &v.sha256).await
+    }
+
     /// A stored version, compiled once (cached by SHA-256).
     async fn compiled_version(
         &self,

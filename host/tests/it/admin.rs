@@ -162,6 +162,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/rules/{name}/disable"), ADMIN),
         (("POST", "/api/rules/{name}/rollback"), ADMIN),
         (("PUT", "/api/rules/{name}/params"), ADMIN),
+        (("POST", "/api/rules/{name}/backtest"), ADMIN),
         (("POST", "/api/rules/{name}/shadow"), ADMIN),
         (("DELETE", "/api/rules/{name}/shadow"), ADMIN),
         (("GET", "/api/rules/{name}/versions/{version}/shadow-alerts"), ADMIN),
@@ -506,6 +507,58 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     assert_eq!(r.json["rule"]["version"], "1.1.0");
     assert!(r.json["dry_run"]["alerts"].as_u64().unwrap() > 0, "{}", r.json);
     send_all(&f.app, feed(20)).await;
+    // Backtest 1.1.0 against the active 1.0.0 over the 40 readings stored so far, checked
+    // against the two versions' logic computed here: above the reading threshold →
+    // `high-reading`, else a 10-minute mean above 105 → `high-average`.
+    let readings: Vec<(i64, f64)> = (0..40)
+        .map(|i: i64| (T0 + i * 5 * MIN, 100.0 + (i % 20) as f64))
+        .collect();
+    let expect = |high: f64| -> std::collections::BTreeSet<(i64, &'static str)> {
+        readings
+            .iter()
+            .filter_map(|&(t, v)| {
+                let window: Vec<f64> = readings
+                    .iter()
+                    .filter(|(u, _)| *u > t - 10 * MIN && *u <= t)
+                    .map(|(_, w)| *w)
+                    .collect();
+                let mean = window.iter().sum::<f64>() / window.len() as f64;
+                if v > high {
+                    Some((t, "high-reading"))
+                } else if mean > 105.0 {
+                    Some((t, "high-average"))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let (base, cand) = (expect(115.0), expect(110.0));
+    let added = cand.difference(&base).count() as u64;
+    let removed = base.difference(&cand).count() as u64;
+    let unchanged = cand.intersection(&base).count() as u64;
+    assert!(added > 0, "the fixture must show a difference");
+    let body = serde_json::json!({
+        "version": "1.1.0", "from_ms": T0, "to_ms": T0 + 40 * 5 * MIN, "examples": 3,
+    })
+    .to_string();
+    let diff = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/backtest", &body).await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.json);
+    let d = &diff.json;
+    assert_eq!(d["base"]["version"], "1.0.0");
+    assert_eq!(d["readings_evaluated"], 40);
+    assert_eq!(
+        (d["added"].as_u64().unwrap(), d["removed"].as_u64().unwrap(), d["unchanged"].as_u64().unwrap()),
+        (added, removed, unchanged),
+        "{d}"
+    );
+    assert_eq!(d["patients"][0]["patient_id"], 1);
+    assert_eq!(d["patients"][0]["added"].as_u64().unwrap(), added);
+    assert!(d["patients"][0]["added_examples"].as_array().unwrap().len() <= 3);
+    assert_eq!(
+        as_token(&f.router, &f.clinician, Method::POST, "/api/rules/default-glucose/backtest", &body).await.status,
+        StatusCode::FORBIDDEN
+    );
     // In shadow: 1.1.0 sees the stream beside 1.0.0; what it would raise is recorded and
     // notified to no one.
     let r = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/shadow", r#"{"version": "1.1.0"}"#).await;
@@ -593,6 +646,7 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
         steps,
         [
             ("rule.upload", "rule:default-glucose@1.1.0"),
+            ("rule.backtest", "rule:default-glucose@1.1.0"),
             ("rule.shadow", "rule:default-glucose"),
             ("rule.enable", "rule:default-glucose"),
             ("rule.params", "rule:default-glucose"),
