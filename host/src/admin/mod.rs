@@ -225,6 +225,7 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
     let mut v = vec![
         r(Method::GET, "/health", Access::Public, get(health)),
         r(Method::GET, "/ready", Access::Public, get(ready)),
+        r(Method::GET, "/api/openapi.json", Access::Public, get(openapi_json)),
         r(Method::POST, "/api/login", Access::Public, post(api::login)),
         r(Method::POST, "/api/logout", SIGNED_IN, post(api::logout)),
         r(Method::GET, "/api/me", SIGNED_IN, get(api::me)),
@@ -241,6 +242,99 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
         handler: crate::sources::http::ingest_route(ingest),
     });
     v
+}
+
+/// `GET /api/openapi.json`: the routes as an OpenAPI 3.1 document, built from the same table
+/// the router is (so it cannot drift from it): each operation with its path parameters, who
+/// may call it (`x-roles`, and the security schemes), and the error answers every route
+/// shares. Request and response bodies are not described yet.
+pub fn openapi(table: &[RouteSpec]) -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for spec in table {
+        let params: Vec<serde_json::Value> = spec
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                serde_json::json!({
+                    "name": name, "in": "path", "required": true, "schema": { "type": "string" }
+                })
+            })
+            .collect();
+        let method = spec.method.as_str().to_lowercase();
+        let operation_id = format!(
+            "{method}{}",
+            spec.path
+                .split(['/', '{', '}', '-', '.'])
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    let mut c = s.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<String>()
+        );
+        let mut op = serde_json::json!({
+            "operationId": operation_id,
+            "parameters": params,
+            "responses": {
+                "200": { "description": "done (some routes answer 201 or 204)" },
+                "400": { "$ref": "#/components/responses/Error" },
+                "404": { "$ref": "#/components/responses/Error" },
+                "409": { "$ref": "#/components/responses/Error" },
+            },
+        });
+        match spec.access {
+            Access::Public => {
+                op["security"] = serde_json::json!([]);
+                op["x-roles"] = serde_json::json!([]);
+            }
+            Access::Roles(roles) => {
+                op["security"] = serde_json::json!([{ "bearer": [] }, { "session": [] }]);
+                op["x-roles"] = serde_json::json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+                op["responses"]["401"] = serde_json::json!({ "$ref": "#/components/responses/Error" });
+                op["responses"]["403"] = serde_json::json!({ "$ref": "#/components/responses/Error" });
+            }
+        }
+        paths
+            .entry(spec.path.to_owned())
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .expect("a path item is an object")
+            .insert(method, op);
+    }
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "GlucoGuard admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Deny by default: every operation lists the roles that may call it in x-roles; an empty list is public.",
+        },
+        "paths": paths,
+        "security": [{ "bearer": [] }, { "session": [] }],
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "description": "an API token gg_<id>_<secret>" },
+                "session": { "type": "apiKey", "in": "cookie", "name": auth::SESSION_COOKIE,
+                    "description": "from POST /api/login; unsafe methods also need the x-csrf-token header" },
+            },
+            "responses": {
+                "Error": {
+                    "description": "an error with a stable code",
+                    "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["error", "code"],
+                        "properties": { "error": { "type": "string" }, "code": { "type": "string" } },
+                    } } },
+                },
+            },
+        },
+    })
+}
+
+async fn openapi_json(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    let source = s.pipeline.embedded_source("openapi");
+    Json(openapi(&routes(s, source)))
 }
 
 /// How long `/health` and `/ready` wait for the store to answer before calling it unreachable.

@@ -147,6 +147,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
     BTreeMap::from([
         (("GET", "/health"), PUBLIC),
         (("GET", "/ready"), PUBLIC),
+        (("GET", "/api/openapi.json"), PUBLIC),
         (("POST", "/api/login"), PUBLIC),
         (("POST", "/api/logout"), ANY),
         (("GET", "/api/me"), ANY),
@@ -794,5 +795,40 @@ async fn a_dead_letter_is_replayed_through_the_pipeline_and_nothing_is_lost() {
     );
     let log = f.app.store.audit_log(&AuditFilter { action: Some("dead_letter.".into()), ..AuditFilter::default() }).await.unwrap();
     assert_eq!(log.len(), 1);
+    support::stop(f.app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_exactly_the_routes_and_who_may_call_them() {
+    let f = fixture().await;
+    let r = call(&f.router, Method::GET, "/api/openapi.json", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::OK, "readable without logging in");
+    let doc = r.json;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut described = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            described.insert((method.to_uppercase(), path.clone()));
+            let roles: Vec<&str> = op["x-roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+            let want: Vec<&str> = expected()[&(method.to_uppercase().as_str(), path.as_str())]
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
+            let (mut a, mut b) = (roles.clone(), want.clone());
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{method} {path}");
+            // Every path parameter is declared.
+            let declared: Vec<&str> = op["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+            for seg in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+                assert!(declared.contains(&seg), "{method} {path} lacks {seg}");
+            }
+        }
+    }
+    let routed: std::collections::BTreeSet<(String, String)> = expected()
+        .keys()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(described, routed, "the document and the routes differ");
     support::stop(f.app).await;
 }
