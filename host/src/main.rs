@@ -308,6 +308,9 @@ async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()
         config.listen = listen;
     }
     let mut app = app::start(&config).await?;
+    if config.listen.is_some() {
+        bootstrap_token(app.store.as_ref()).await?;
+    }
     let mut signals = StopSignals::install()?;
     tracing::info!(
         store = app.store.kind(),
@@ -405,6 +408,39 @@ impl StopSignals {
             Err(_) => std::future::pending::<&'static str>().await,
         }
     }
+}
+
+/// A host that nobody can administer yet (no account, no live token) prints one admin token
+/// on stderr, valid for 24 hours, so its first operator can get in over HTTP; it is never
+/// printed again (the store keeps only its hash). `glucoguard users add` is the lasting way.
+async fn bootstrap_token(store: &dyn glucoguard::store::Store) -> Result<()> {
+    let now = glucoguard::model::now_ms();
+    let live = store
+        .tokens()
+        .await?
+        .iter()
+        .any(|t| t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now));
+    if live || !store.users().await?.is_empty() {
+        return Ok(());
+    }
+    let (record, token) = glucoguard::admin::auth::new_token(
+        "bootstrap",
+        glucoguard::store::accounts::Role::Admin,
+        None,
+        "system:run",
+        Some(now + 24 * 3_600_000),
+    );
+    let audit = glucoguard::store::accounts::Actor::system("run")
+        .audit("token.create", format!("token:{}", record.token_id))
+        .with_after(&record);
+    store.create_token(&record, &audit).await?;
+    eprintln!(
+        "no accounts yet: a one-time admin token, valid for 24 h (shown once):\n  {token}\n\
+         create an administrator with `glucoguard users add NAME --role admin`, then revoke it \
+         (DELETE /api/tokens/{})",
+        record.token_id
+    );
+    Ok(())
 }
 
 fn parse_role(role: &str) -> Result<glucoguard::store::accounts::Role> {

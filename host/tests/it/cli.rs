@@ -388,6 +388,42 @@ fn sigint_drains_and_exits_zero_like_sigterm() {
     assert!(stderr.contains("SIGINT"), "{stderr}");
 }
 
+#[test]
+fn a_host_nobody_can_administer_prints_one_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(dir.path());
+    let run = |check: &dyn Fn(&str)| -> String {
+        let mut host = Host::start(&config);
+        let stderr = drain(host.child.stderr.take().unwrap());
+        drop(host.child.stdout.take());
+        check(&host.base);
+        host.signal("-INT");
+        let exit = wait_exit(&mut host.child, Duration::from_secs(30));
+        let stderr = stderr.join().unwrap();
+        assert_eq!(exit.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let first = run(&|base| {
+        let (status, _) = get_json(&format!("{base}/api/stats")).unwrap();
+        assert_eq!(status, 401, "no token, no stats");
+    });
+    let token = first
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gg_"))
+        .unwrap_or_else(|| panic!("no token printed: {first}"))
+        .to_owned();
+    let second = run(&|base| {
+        let resp = agent()
+            .get(&format!("{base}/api/me"))
+            .header("Authorization", &crate::support::bearer(&token))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "the printed token works");
+    });
+    assert!(!second.contains("gg_"), "printed only once: {second}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_release_clears_a_quarantine() {
     let dir = tempfile::tempdir().unwrap();
