@@ -42,8 +42,8 @@ use glucoguard::model::{
 };
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard::sources::Ack;
-use glucoguard::store::{OpsStore as _, Store};
 use glucoguard::store::sqlite::{SqliteOptions, SqliteStore};
+use glucoguard::store::{OpsStore as _, Store};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -118,8 +118,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.dimensions {
         let dims = simulated_dimensions(args.seed, args.patients)?;
         dims.validate().map_err(anyhow::Error::msg)?;
-        let audit = crate::store::accounts::Audit::system("demo", "dimensions.import", "dimensions")
-            .with_after(dims.summary());
+        let audit =
+            crate::store::accounts::Audit::system("demo", "dimensions.import", "dimensions")
+                .with_after(dims.summary());
         app.store.put_dimensions(&dims, &audit).await?;
     }
     let wall = std::time::Instant::now();

@@ -509,7 +509,11 @@ async fn add_token(
         .with_after(&record);
     store.create_token(&record, &audit).await?;
     println!("{token}");
-    eprintln!("token {} ({} role): shown once, store it now", record.token_id, role.as_str());
+    eprintln!(
+        "token {} ({} role): shown once, store it now",
+        record.token_id,
+        role.as_str()
+    );
     Ok(())
 }
 
@@ -567,8 +571,9 @@ async fn seed_dimensions(patients: usize, seed: u64, db: PathBuf) -> Result<()> 
     let dims = demo::simulated_dimensions(seed, patients)?;
     dims.validate().map_err(anyhow::Error::msg)?;
     let store = app::open_store(&glucoguard::config::StoreConfig::sqlite(db.clone())).await?;
-    let audit = glucoguard::store::accounts::Audit::system("cli", "dimensions.import", "dimensions")
-        .with_after(dims.summary());
+    let audit =
+        glucoguard::store::accounts::Audit::system("cli", "dimensions.import", "dimensions")
+            .with_after(dims.summary());
     store.put_dimensions(&dims, &audit).await?;
     let c = store.counts().await?;
     println!(

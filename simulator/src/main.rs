@@ -208,9 +208,9 @@ fn run_stream(args: StreamArgs) -> anyhow::Result<()> {
     };
     let _ = args.fast;
     let mut publisher: Box<dyn Publisher> = match (&args.http, &args.out) {
-        (Some(url), _) => Box::new(
-            HttpPublisher::new(url.clone()).with_bearer(std::env::var(TOKEN_ENV).ok()),
-        ),
+        (Some(url), _) => {
+            Box::new(HttpPublisher::new(url.clone()).with_bearer(std::env::var(TOKEN_ENV).ok()))
+        }
         (None, Some(path)) => Box::new(JsonLinesPublisher::to_path_or_stdout(path)?),
         (None, None) => Box::new(JsonLinesPublisher::stdout()),
     };

@@ -32,7 +32,12 @@ pub(super) fn routes() -> Vec<(
     vec![
         // Rules: staff read, admins change.
         (Method::GET, "/api/rules", STAFF, get(rules)),
-        (Method::GET, "/api/rules/{name}/versions", STAFF, get(rule_versions)),
+        (
+            Method::GET,
+            "/api/rules/{name}/versions",
+            STAFF,
+            get(rule_versions),
+        ),
         (
             Method::POST,
             "/api/rules",
@@ -41,13 +46,48 @@ pub(super) fn routes() -> Vec<(
                 crate::engine::upload::MAX_UPLOAD_BYTES + 1024,
             )),
         ),
-        (Method::POST, "/api/rules/{name}/enable", ADMIN, post(enable_rule)),
-        (Method::POST, "/api/rules/{name}/disable", ADMIN, post(disable_rule)),
-        (Method::POST, "/api/rules/{name}/rollback", ADMIN, post(rollback_rule)),
-        (Method::PUT, "/api/rules/{name}/params", ADMIN, put(set_params)),
-        (Method::POST, "/api/rules/{name}/backtest", ADMIN, post(backtest_rule)),
-        (Method::POST, "/api/rules/{name}/shadow", ADMIN, post(start_shadow)),
-        (Method::DELETE, "/api/rules/{name}/shadow", ADMIN, delete(stop_shadow)),
+        (
+            Method::POST,
+            "/api/rules/{name}/enable",
+            ADMIN,
+            post(enable_rule),
+        ),
+        (
+            Method::POST,
+            "/api/rules/{name}/disable",
+            ADMIN,
+            post(disable_rule),
+        ),
+        (
+            Method::POST,
+            "/api/rules/{name}/rollback",
+            ADMIN,
+            post(rollback_rule),
+        ),
+        (
+            Method::PUT,
+            "/api/rules/{name}/params",
+            ADMIN,
+            put(set_params),
+        ),
+        (
+            Method::POST,
+            "/api/rules/{name}/backtest",
+            ADMIN,
+            post(backtest_rule),
+        ),
+        (
+            Method::POST,
+            "/api/rules/{name}/shadow",
+            ADMIN,
+            post(start_shadow),
+        ),
+        (
+            Method::DELETE,
+            "/api/rules/{name}/shadow",
+            ADMIN,
+            delete(stop_shadow),
+        ),
         (
             Method::GET,
             "/api/rules/{name}/versions/{version}/shadow-alerts",
@@ -64,19 +104,54 @@ pub(super) fn routes() -> Vec<(
         (Method::GET, "/api/patients", STAFF, get(patients)),
         (Method::POST, "/api/patients", ADMIN, post(create_patient)),
         (Method::GET, "/api/patients/{id}", STAFF, get(patient)),
-        (Method::PUT, "/api/patients/{id}", ADMIN, put(update_patient)),
-        (Method::DELETE, "/api/patients/{id}", ADMIN, delete(delete_patient)),
-        (Method::GET, "/api/patients/{id}/followers", STAFF, get(followers)),
+        (
+            Method::PUT,
+            "/api/patients/{id}",
+            ADMIN,
+            put(update_patient),
+        ),
+        (
+            Method::DELETE,
+            "/api/patients/{id}",
+            ADMIN,
+            delete(delete_patient),
+        ),
+        (
+            Method::GET,
+            "/api/patients/{id}/followers",
+            STAFF,
+            get(followers),
+        ),
         (Method::GET, "/api/devices", STAFF, get(devices)),
         (Method::POST, "/api/devices", ADMIN, post(create_device)),
         (Method::GET, "/api/devices/{id}", STAFF, get(device)),
         (Method::PUT, "/api/devices/{id}", ADMIN, put(update_device)),
-        (Method::DELETE, "/api/devices/{id}", ADMIN, delete(delete_device)),
+        (
+            Method::DELETE,
+            "/api/devices/{id}",
+            ADMIN,
+            delete(delete_device),
+        ),
         (Method::GET, "/api/subscribers", ADMIN, get(subscribers)),
-        (Method::POST, "/api/subscribers", ADMIN, post(create_subscriber)),
+        (
+            Method::POST,
+            "/api/subscribers",
+            ADMIN,
+            post(create_subscriber),
+        ),
         (Method::GET, "/api/subscribers/{id}", ADMIN, get(subscriber)),
-        (Method::PUT, "/api/subscribers/{id}", ADMIN, put(update_subscriber)),
-        (Method::DELETE, "/api/subscribers/{id}", ADMIN, delete(delete_subscriber)),
+        (
+            Method::PUT,
+            "/api/subscribers/{id}",
+            ADMIN,
+            put(update_subscriber),
+        ),
+        (
+            Method::DELETE,
+            "/api/subscribers/{id}",
+            ADMIN,
+            delete(delete_subscriber),
+        ),
         (Method::POST, "/api/subscriptions", ADMIN, post(subscribe)),
         (
             Method::DELETE,
@@ -88,8 +163,18 @@ pub(super) fn routes() -> Vec<(
         (Method::GET, "/api/alerts", STAFF, get(alerts)),
         (Method::GET, "/api/alerts/live", STAFF, get(live_alerts)),
         (Method::GET, "/api/alerts/{id}", STAFF, get(alert)),
-        (Method::POST, "/api/alerts/{id}/acknowledge", STAFF, post(acknowledge)),
-        (Method::POST, "/api/alerts/{id}/resolve", STAFF, post(resolve)),
+        (
+            Method::POST,
+            "/api/alerts/{id}/acknowledge",
+            STAFF,
+            post(acknowledge),
+        ),
+        (
+            Method::POST,
+            "/api/alerts/{id}/resolve",
+            STAFF,
+            post(resolve),
+        ),
         (Method::POST, "/api/alerts/{id}/note", STAFF, post(note)),
         // Operations.
         (Method::GET, "/api/dead-letters", ADMIN, get(dead_letters)),
@@ -106,7 +191,12 @@ pub(super) fn routes() -> Vec<(
         (Method::PUT, "/api/users/{name}", ADMIN, put(update_user)),
         (Method::GET, "/api/tokens", ADMIN, get(tokens)),
         (Method::POST, "/api/tokens", ADMIN, post(create_token)),
-        (Method::DELETE, "/api/tokens/{id}", ADMIN, delete(revoke_token)),
+        (
+            Method::DELETE,
+            "/api/tokens/{id}",
+            ADMIN,
+            delete(revoke_token),
+        ),
         (Method::GET, "/api/audit", ADMIN, get(audit_log)),
     ]
 }
@@ -158,7 +248,10 @@ pub(super) async fn login(State(s): State<AdminState>, bytes: axum::body::Bytes)
                 return ApiError::from(e).into_response();
             }
             (
-                [(header::SET_COOKIE, auth::session_cookie(&secret, s.secure_cookies))],
+                [(
+                    header::SET_COOKIE,
+                    auth::session_cookie(&secret, s.secure_cookies),
+                )],
                 Json(ok),
             )
                 .into_response()
@@ -367,7 +460,11 @@ async fn set_params(
     bytes: axum::body::Bytes,
 ) -> Api<crate::store::RuleState> {
     let params: BTreeMap<String, crate::model::ParamValue> = body(&bytes)?;
-    let state = s.pipeline.rules().set_params(&name, params, &p.actor).await?;
+    let state = s
+        .pipeline
+        .rules()
+        .set_params(&name, params, &p.actor)
+        .await?;
     reload_after(&s).await?;
     Ok(Json(state))
 }
@@ -405,7 +502,9 @@ async fn backtest_rule(
 ) -> Api<crate::backtest::diff::BacktestDiff> {
     let b: BacktestBody = body(&bytes)?;
     if b.to_ms <= b.from_ms {
-        return Err(ApiError::BadRequest("to_ms must be after from_ms".to_owned()));
+        return Err(ApiError::BadRequest(
+            "to_ms must be after from_ms".to_owned(),
+        ));
     }
     if b.to_ms - b.from_ms > MAX_BACKTEST_DAYS * 86_400_000 {
         return Err(ApiError::BadRequest(format!(
@@ -568,7 +667,9 @@ fn check_patient(p: &Patient) -> Result<(), ApiError> {
         )));
     }
     if p.first_name.trim().is_empty() || p.last_name.trim().is_empty() {
-        return Err(ApiError::BadRequest("first_name and last_name are required".to_owned()));
+        return Err(ApiError::BadRequest(
+            "first_name and last_name are required".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -581,7 +682,9 @@ async fn create_patient(
     let p: Patient = body(&bytes)?;
     check_patient(&p)?;
     // Names stay out of the audit log's `after`: it records what changed, by id.
-    let audit = pr.actor.audit("patient.create", format!("patient:{}", p.patient_id));
+    let audit = pr
+        .actor
+        .audit("patient.create", format!("patient:{}", p.patient_id));
     s.store.put_patient(&p, true, &audit).await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
@@ -747,7 +850,9 @@ async fn subscriber(
 
 fn check_subscriber(sub: &Subscriber) -> Result<(), ApiError> {
     if sub.subscriber_id == 0 || sub.subscriber_id > crate::model::parse::MAX_ID {
-        return Err(ApiError::BadRequest("subscriber_id out of range".to_owned()));
+        return Err(ApiError::BadRequest(
+            "subscriber_id out of range".to_owned(),
+        ));
     }
     if !["patient", "doctor", "caregiver", "app"].contains(&sub.role.as_str()) {
         return Err(ApiError::BadRequest(format!(
@@ -768,9 +873,10 @@ async fn create_subscriber(
 ) -> Result<(StatusCode, Json<Subscriber>), ApiError> {
     let sub: Subscriber = body(&bytes)?;
     check_subscriber(&sub)?;
-    let audit = pr
-        .actor
-        .audit("subscriber.create", format!("subscriber:{}", sub.subscriber_id));
+    let audit = pr.actor.audit(
+        "subscriber.create",
+        format!("subscriber:{}", sub.subscriber_id),
+    );
     s.store.put_subscriber(&sub, true, &audit).await?;
     Ok((StatusCode::CREATED, Json(sub)))
 }
@@ -802,7 +908,9 @@ async fn delete_subscriber(
     Extension(pr): Extension<Principal>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let audit = pr.actor.audit("subscriber.delete", format!("subscriber:{id}"));
+    let audit = pr
+        .actor
+        .audit("subscriber.delete", format!("subscriber:{id}"));
     s.store.delete_subscriber(id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -903,7 +1011,9 @@ async fn act(
         return Err(ApiError::BadRequest("a note needs text".to_owned()));
     }
     if b.note.as_ref().is_some_and(|n| n.len() > 4096) {
-        return Err(ApiError::BadRequest("a note has at most 4096 bytes".to_owned()));
+        return Err(ApiError::BadRequest(
+            "a note has at most 4096 bytes".to_owned(),
+        ));
     }
     visible_alert(&s, &p, &id).await?;
     let audit = p
@@ -1026,7 +1136,9 @@ async fn replay_dead_letter(
         .map_err(|_| ApiError::Unavailable("the pipeline takes no input".to_owned()))?;
     tokio::time::timeout(std::time::Duration::from_secs(30), rx)
         .await
-        .map_err(|_| ApiError::Unavailable("queued, not yet durable; replaying again is safe".to_owned()))?
+        .map_err(|_| {
+            ApiError::Unavailable("queued, not yet durable; replaying again is safe".to_owned())
+        })?
         .map_err(|_| ApiError::Unavailable("the pipeline stopped".to_owned()))?;
     let audit = p
         .actor
@@ -1046,7 +1158,10 @@ async fn dead_letters(
     State(s): State<AdminState>,
     Query(q): Query<LimitQuery>,
 ) -> Api<Vec<serde_json::Value>> {
-    let letters = s.store.dead_letters(q.limit.unwrap_or(100).min(1000)).await?;
+    let letters = s
+        .store
+        .dead_letters(q.limit.unwrap_or(100).min(1000))
+        .await?;
     Ok(Json(
         letters
             .into_iter()
@@ -1068,7 +1183,9 @@ async fn rule_faults(
     Query(q): Query<LimitQuery>,
 ) -> Api<Vec<crate::model::RuleFault>> {
     Ok(Json(
-        s.store.rule_faults(q.limit.unwrap_or(100).min(1000)).await?,
+        s.store
+            .rule_faults(q.limit.unwrap_or(100).min(1000))
+            .await?,
     ))
 }
 
@@ -1135,7 +1252,9 @@ async fn update_user(
     let mut user = before.clone();
     if let Some(role) = b.role {
         if role == Role::Device {
-            return Err(ApiError::BadRequest("devices use API tokens, not accounts".to_owned()));
+            return Err(ApiError::BadRequest(
+                "devices use API tokens, not accounts".to_owned(),
+            ));
         }
         user.role = role;
     }
@@ -1189,7 +1308,9 @@ async fn create_token(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let b: NewTokenBody = body(&bytes)?;
     if b.name.trim().is_empty() || b.name.len() > 200 {
-        return Err(ApiError::BadRequest("a token needs a name of 1 to 200 bytes".to_owned()));
+        return Err(ApiError::BadRequest(
+            "a token needs a name of 1 to 200 bytes".to_owned(),
+        ));
     }
     let user = match &b.username {
         Some(n) => Some(

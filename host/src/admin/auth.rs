@@ -249,7 +249,9 @@ pub async fn authenticate(
             .map_err(|_| Denied::Unauthenticated("malformed Authorization header"))?;
         let token = value
             .strip_prefix("Bearer ")
-            .ok_or(Denied::Unauthenticated("Authorization must be `Bearer <token>`"))?;
+            .ok_or(Denied::Unauthenticated(
+                "Authorization must be `Bearer <token>`",
+            ))?;
         let (id, secret) = token
             .strip_prefix("gg_")
             .and_then(|t| t.split_once('_'))
@@ -278,7 +280,9 @@ pub async fn authenticate(
             None => None,
         };
         // A token never does more than its owner may.
-        let role = user.as_ref().map_or(record.role, |u| u.role.min(record.role));
+        let role = user
+            .as_ref()
+            .map_or(record.role, |u| u.role.min(record.role));
         let visible = visible_for(store, role, user.as_ref()).await;
         return Ok(Some(Principal {
             actor: Actor {
@@ -301,7 +305,9 @@ pub async fn authenticate(
         .await
         .map_err(|_| Denied::Unauthenticated("session check failed"))?;
     let Some(session) = session else {
-        return Err(Denied::Unauthenticated("the session has expired; log in again"));
+        return Err(Denied::Unauthenticated(
+            "the session has expired; log in again",
+        ));
     };
     let user = store
         .user(&session.user_id)
@@ -405,12 +411,17 @@ impl Throttle {
         if map.len() >= MAX_TRACKED && !map.contains_key(username) {
             map.retain(|_, (_, at)| at.elapsed() <= THROTTLE_WINDOW);
             if map.len() >= MAX_TRACKED
-                && let Some(oldest) = map.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
             }
         }
-        let e = map.entry(username.to_owned()).or_insert((0, Instant::now()));
+        let e = map
+            .entry(username.to_owned())
+            .or_insert((0, Instant::now()));
         if e.1.elapsed() > THROTTLE_WINDOW {
             e.0 = 0;
         }

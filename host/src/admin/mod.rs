@@ -225,7 +225,12 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
     let mut v = vec![
         r(Method::GET, "/health", Access::Public, get(health)),
         r(Method::GET, "/ready", Access::Public, get(ready)),
-        r(Method::GET, "/api/openapi.json", Access::Public, get(openapi_json)),
+        r(
+            Method::GET,
+            "/api/openapi.json",
+            Access::Public,
+            get(openapi_json),
+        ),
         r(Method::POST, "/api/login", Access::Public, post(api::login)),
         r(Method::POST, "/api/logout", SIGNED_IN, post(api::logout)),
         r(Method::GET, "/api/me", SIGNED_IN, get(api::me)),
@@ -292,9 +297,12 @@ pub fn openapi(table: &[RouteSpec]) -> serde_json::Value {
             }
             Access::Roles(roles) => {
                 op["security"] = serde_json::json!([{ "bearer": [] }, { "session": [] }]);
-                op["x-roles"] = serde_json::json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>());
-                op["responses"]["401"] = serde_json::json!({ "$ref": "#/components/responses/Error" });
-                op["responses"]["403"] = serde_json::json!({ "$ref": "#/components/responses/Error" });
+                op["x-roles"] =
+                    serde_json::json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+                op["responses"]["401"] =
+                    serde_json::json!({ "$ref": "#/components/responses/Error" });
+                op["responses"]["403"] =
+                    serde_json::json!({ "$ref": "#/components/responses/Error" });
             }
         }
         paths

@@ -137,7 +137,8 @@ impl RuleManager {
         params: Option<BTreeMap<String, ParamValue>>,
         by: &Actor,
     ) -> Result<RuleState, RuleError> {
-        self.activate(name, version, params, "rule.enable", by).await
+        self.activate(name, version, params, "rule.enable", by)
+            .await
     }
 
     async fn activate(
@@ -202,33 +203,22 @@ impl RuleManager {
     }
 
     pub async fn disable(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
-        let before = self
-            .store
-            .rule_states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        let before = self.state_of(name).await?;
         if !before.enabled {
             return Ok(before);
         }
         let mut state = before.clone();
         state.enabled = false;
         state.updated_at_ms = now_ms();
-        self.put_state(&state, Some(&before), "rule.disable", by).await?;
+        self.put_state(&state, Some(&before), "rule.disable", by)
+            .await?;
         Ok(state)
     }
 
     /// Activates the version uploaded before the active one, keeping parameters that still
     /// validate against it.
     pub async fn rollback(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
-        let state = self
-            .store
-            .rule_states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        let state = self.state_of(name).await?;
         let versions = self.store.rule_versions().await?;
         let mine: Vec<_> = versions.iter().filter(|v| v.info.name == name).collect();
         let pos = mine
@@ -259,15 +249,15 @@ impl RuleManager {
         version: &str,
         by: &Actor,
     ) -> Result<RuleState, RuleError> {
-        let current = self
-            .store
-            .rule_states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
-        self.activate(name, Some(version), Some(current.params), "rule.rollback", by)
-            .await
+        let current = self.state_of(name).await?;
+        self.activate(
+            name,
+            Some(version),
+            Some(current.params),
+            "rule.rollback",
+            by,
+        )
+        .await
     }
 
     /// Runs `version` of `name` in shadow beside the active version, with `params` (its
@@ -313,26 +303,22 @@ impl RuleManager {
             params,
         });
         state.updated_at_ms = now_ms();
-        self.put_state(&state, Some(&current), "rule.shadow", by).await?;
+        self.put_state(&state, Some(&current), "rule.shadow", by)
+            .await?;
         Ok(state)
     }
 
     /// Stops the shadow of `name`, if any.
     pub async fn stop_shadow(&self, name: &str, by: &Actor) -> Result<RuleState, RuleError> {
-        let current = self
-            .store
-            .rule_states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        let current = self.state_of(name).await?;
         if current.shadow.is_none() {
             return Ok(current);
         }
         let mut state = current.clone();
         state.shadow = None;
         state.updated_at_ms = now_ms();
-        self.put_state(&state, Some(&current), "rule.shadow_stop", by).await?;
+        self.put_state(&state, Some(&current), "rule.shadow_stop", by)
+            .await?;
         Ok(state)
     }
 
@@ -343,13 +329,7 @@ impl RuleManager {
         params: BTreeMap<String, ParamValue>,
         by: &Actor,
     ) -> Result<RuleState, RuleError> {
-        let current = self
-            .store
-            .rule_states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))?;
+        let current = self.state_of(name).await?;
         let versions = self.store.rule_versions().await?;
         let v = versions
             .iter()
@@ -359,7 +339,8 @@ impl RuleManager {
         let mut state = current.clone();
         state.params = params;
         state.updated_at_ms = now_ms();
-        self.put_state(&state, Some(&current), "rule.params", by).await?;
+        self.put_state(&state, Some(&current), "rule.params", by)
+            .await?;
         Ok(state)
     }
 
@@ -385,6 +366,16 @@ impl RuleManager {
         self.store.release_quarantine(rule, &audit).await?;
         tracing::warn!(rule = %rule, "rule quarantine released");
         Ok(())
+    }
+
+    /// The stored state of rule `name`.
+    async fn state_of(&self, name: &str) -> Result<RuleState, RuleError> {
+        self.store
+            .rule_states()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuleError::Invalid(format!("no rule named {name}")))
     }
 
     /// A stored version by name and version, compiled (cached).
@@ -439,12 +430,17 @@ impl RuleManager {
                 continue;
             };
             if v.quarantine_reason.is_some() {
-                plan.quarantined.push((v.info.rule_ref(), v.quarantine_reason.clone().unwrap_or_default()));
+                plan.quarantined.push((
+                    v.info.rule_ref(),
+                    v.quarantine_reason.clone().unwrap_or_default(),
+                ));
                 continue;
             }
             let compiled = self.compiled_version(&v.info.rule_ref(), &v.sha256).await?;
-            let params = crate::engine::params::resolve(compiled.info(), &sh.params)
-                .map_err(|e| RuleError::Invalid(format!("{}@{} (shadow): {e}", s.name, sh.version)))?;
+            let params =
+                crate::engine::params::resolve(compiled.info(), &sh.params).map_err(|e| {
+                    RuleError::Invalid(format!("{}@{} (shadow): {e}", s.name, sh.version))
+                })?;
             plan.shadow.insert(v.info.rule_ref());
             plan.wanted.push((compiled, params));
         }

@@ -6,11 +6,11 @@
 
 use super::{Ack, EmbeddedSource};
 use crate::model::parse;
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Json;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;

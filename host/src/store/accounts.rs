@@ -200,13 +200,21 @@ pub struct ApiToken {
 
 pub trait AccountStore: Send + Sync + 'static {
     /// Creates a user; a taken username is a conflict.
-    fn create_user<'a>(&'a self, u: &'a User, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn create_user<'a>(
+        &'a self,
+        u: &'a User,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Rewrites a user's role, subscriber, disabled flag and password hash.
-    fn update_user<'a>(&'a self, u: &'a User, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
-    fn user_by_name<'a>(&'a self, username: &'a str)
-    -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+    fn update_user<'a>(
+        &'a self,
+        u: &'a User,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn user_by_name<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
     fn user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
     fn users(&self) -> BoxFuture<'_, Result<Vec<User>, StoreError>>;
 
@@ -217,28 +225,42 @@ pub trait AccountStore: Send + Sync + 'static {
         session_hash: &'a str,
         now_ms: EpochMs,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
-    fn delete_session<'a>(&'a self, session_hash: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn delete_session<'a>(&'a self, session_hash: &'a str)
+    -> BoxFuture<'a, Result<(), StoreError>>;
     /// Ends every session of a user (disabled, password changed).
     fn delete_sessions_of<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    fn create_token<'a>(&'a self, t: &'a ApiToken, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
-    fn token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<ApiToken>, StoreError>>;
+    fn create_token<'a>(
+        &'a self,
+        t: &'a ApiToken,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn token<'a>(
+        &'a self,
+        token_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiToken>, StoreError>>;
     fn tokens(&self) -> BoxFuture<'_, Result<Vec<ApiToken>, StoreError>>;
     /// Revokes a token; revoking a revoked token changes nothing.
-    fn revoke_token<'a>(&'a self, token_id: &'a str, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn revoke_token<'a>(
+        &'a self,
+        token_id: &'a str,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Appends an entry for an action that changes nothing else in the store (a login, a
     /// backtest run).
     fn append_audit<'a>(&'a self, a: &'a Audit) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Newest first.
-    fn audit_log<'a>(&'a self, f: &'a AuditFilter)
-    -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>>;
+    fn audit_log<'a>(
+        &'a self,
+        f: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>>;
 }
 
-const USER_COLS: &str = "UserID, Username, PasswordHash, Role, SubscriberID, Disabled, CreatedAtMs, UpdatedAtMs";
-const TOKEN_COLS: &str = "TokenID, SecretHash, Name, Role, UserID, CreatedBy, CreatedAtMs, ExpiresAtMs, RevokedAtMs";
+const USER_COLS: &str =
+    "UserID, Username, PasswordHash, Role, SubscriberID, Disabled, CreatedAtMs, UpdatedAtMs";
+const TOKEN_COLS: &str =
+    "TokenID, SecretHash, Name, Role, UserID, CreatedBy, CreatedAtMs, ExpiresAtMs, RevokedAtMs";
 
 fn user(row: &(impl Columns + ?Sized)) -> Result<User, StoreError> {
     Ok(User {
@@ -270,7 +292,9 @@ fn token(row: &(impl Columns + ?Sized)) -> Result<ApiToken, StoreError> {
 fn audit_record(row: &(impl Columns + ?Sized)) -> Result<AuditRecord, StoreError> {
     let json = |col: &str| -> Result<Option<serde_json::Value>, StoreError> {
         row.opt_text(col)?
-            .map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+            })
             .transpose()
     };
     Ok(AuditRecord {
@@ -316,19 +340,24 @@ impl<E: SqlEngine> AccountStore for E {
                 .fetch_optional(&mut *tx)
                 .await?;
             if taken.is_some() {
-                return Err(StoreError::Conflict(format!("user {} already exists", u.username)));
+                return Err(StoreError::Conflict(format!(
+                    "user {} already exists",
+                    u.username
+                )));
             }
-            q(format!("INSERT INTO Users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
-                .bind(&u.user_id)
-                .bind(&u.username)
-                .bind(&u.password_hash)
-                .bind(u.role.as_str())
-                .bind(Arg::opt_id(u.subscriber_id))
-                .bind(u.disabled)
-                .bind(u.created_at_ms)
-                .bind(u.updated_at_ms)
-                .execute(&mut *tx)
-                .await?;
+            q(format!(
+                "INSERT INTO Users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&u.user_id)
+            .bind(&u.username)
+            .bind(&u.password_hash)
+            .bind(u.role.as_str())
+            .bind(Arg::opt_id(u.subscriber_id))
+            .bind(u.disabled)
+            .bind(u.created_at_ms)
+            .bind(u.updated_at_ms)
+            .execute(&mut *tx)
+            .await?;
             append_audit(&mut *tx, audit).await?;
             tx.commit().await
         })
@@ -419,12 +448,14 @@ impl<E: SqlEngine> AccountStore for E {
         now_ms: EpochMs,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         Box::pin(async move {
-            let row = q("SELECT SessionHash, UserID, CsrfToken, CreatedAtMs, ExpiresAtMs FROM Sessions \
-                         WHERE SessionHash = ? AND ExpiresAtMs > ?")
-                .bind(session_hash)
-                .bind(now_ms)
-                .fetch_optional(&mut *self.pooled())
-                .await?;
+            let row = q(
+                "SELECT SessionHash, UserID, CsrfToken, CreatedAtMs, ExpiresAtMs FROM Sessions \
+                         WHERE SessionHash = ? AND ExpiresAtMs > ?",
+            )
+            .bind(session_hash)
+            .bind(now_ms)
+            .fetch_optional(&mut *self.pooled())
+            .await?;
             row.map(|r| {
                 Ok(Session {
                     session_hash: r.text("SessionHash")?,
@@ -438,7 +469,10 @@ impl<E: SqlEngine> AccountStore for E {
         })
     }
 
-    fn delete_session<'a>(&'a self, session_hash: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn delete_session<'a>(
+        &'a self,
+        session_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             q("DELETE FROM Sessions WHERE SessionHash = ?")
                 .bind(session_hash)
@@ -465,42 +499,51 @@ impl<E: SqlEngine> AccountStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            q(format!("INSERT INTO ApiTokens ({TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-                .bind(&t.token_id)
-                .bind(&t.secret_hash)
-                .bind(&t.name)
-                .bind(t.role.as_str())
-                .bind(&t.user_id)
-                .bind(&t.created_by)
-                .bind(t.created_at_ms)
-                .bind(t.expires_at_ms)
-                .bind(t.revoked_at_ms)
-                .execute(&mut *tx)
-                .await?;
+            q(format!(
+                "INSERT INTO ApiTokens ({TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&t.token_id)
+            .bind(&t.secret_hash)
+            .bind(&t.name)
+            .bind(t.role.as_str())
+            .bind(&t.user_id)
+            .bind(&t.created_by)
+            .bind(t.created_at_ms)
+            .bind(t.expires_at_ms)
+            .bind(t.revoked_at_ms)
+            .execute(&mut *tx)
+            .await?;
             append_audit(&mut *tx, audit).await?;
             tx.commit().await
         })
     }
 
-    fn token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<ApiToken>, StoreError>> {
+    fn token<'a>(
+        &'a self,
+        token_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiToken>, StoreError>> {
         Box::pin(async move {
-            q(format!("SELECT {TOKEN_COLS} FROM ApiTokens WHERE TokenID = ?"))
-                .bind(token_id)
-                .fetch_optional(&mut *self.pooled())
-                .await?
-                .map(|r| token(&*r))
-                .transpose()
+            q(format!(
+                "SELECT {TOKEN_COLS} FROM ApiTokens WHERE TokenID = ?"
+            ))
+            .bind(token_id)
+            .fetch_optional(&mut *self.pooled())
+            .await?
+            .map(|r| token(&*r))
+            .transpose()
         })
     }
 
     fn tokens(&self) -> BoxFuture<'_, Result<Vec<ApiToken>, StoreError>> {
         Box::pin(async move {
-            q(format!("SELECT {TOKEN_COLS} FROM ApiTokens ORDER BY CreatedAtMs, TokenID"))
-                .fetch_all(&mut *self.pooled())
-                .await?
-                .iter()
-                .map(|r| token(&**r))
-                .collect()
+            q(format!(
+                "SELECT {TOKEN_COLS} FROM ApiTokens ORDER BY CreatedAtMs, TokenID"
+            ))
+            .fetch_all(&mut *self.pooled())
+            .await?
+            .iter()
+            .map(|r| token(&**r))
+            .collect()
         })
     }
 

@@ -79,8 +79,10 @@ pub trait AlertStore: Send + Sync + 'static {
         f: &'a AlertFilter,
     ) -> BoxFuture<'a, Result<Vec<AlertView>, StoreError>>;
 
-    fn alert<'a>(&'a self, alert_id: &'a str)
-    -> BoxFuture<'a, Result<Option<AlertView>, StoreError>>;
+    fn alert<'a>(
+        &'a self,
+        alert_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AlertView>, StoreError>>;
 
     /// Oldest first.
     fn alert_events<'a>(

@@ -112,8 +112,11 @@ pub trait DirectoryStore: Send + Sync + 'static {
         create: bool,
         audit: &'a Audit,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn delete_patient<'a>(&'a self, id: u64, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn delete_patient<'a>(
+        &'a self,
+        id: u64,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn devices<'a>(
         &'a self,
@@ -128,8 +131,11 @@ pub trait DirectoryStore: Send + Sync + 'static {
         create: bool,
         audit: &'a Audit,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn delete_device<'a>(&'a self, id: u64, audit: &'a Audit)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn delete_device<'a>(
+        &'a self,
+        id: u64,
+        audit: &'a Audit,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn subscribers<'a>(
         &'a self,
@@ -215,18 +221,49 @@ fn subscriber(r: &(impl Columns + ?Sized)) -> Result<SubscriberRecord, StoreErro
     })
 }
 
-/// The rows of `table` matching a list query (and a visibility restriction on
-/// `visible_col`), counted and paged, ordered by the key.
+/// A directory table as a list reads it.
+struct Listed {
+    table: &'static str,
+    cols: &'static str,
+    key: &'static str,
+    /// Columns a search matches (case-insensitive substring).
+    search: &'static [&'static str],
+}
+
+const PATIENTS: Listed = Listed {
+    table: "Patient",
+    cols: PATIENT_COLS,
+    key: "PatientID",
+    search: &["FirstName", "LastName", "Email"],
+};
+const DEVICES: Listed = Listed {
+    table: "DeviceStaticInfo",
+    cols: DEVICE_COLS,
+    key: "DeviceID",
+    search: &["Model", "SerialNumber"],
+};
+const SUBSCRIBERS: Listed = Listed {
+    table: "Subscriber",
+    cols: SUBSCRIBER_COLS,
+    key: "SubscriberID",
+    search: &["Name", "Email"],
+};
+
+/// The rows of a table matching a list query (and a visibility restriction on a patient
+/// column), counted and paged, ordered by the key.
 async fn page<T>(
     c: &mut (dyn Sql + '_),
-    table: &str,
-    cols: &str,
-    key: &str,
-    search_cols: &[&str],
+    listed: &Listed,
     visible: Option<(&str, &Visible)>,
     query: &ListQuery,
     decode: impl Fn(&(dyn Columns + Send + Sync)) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
+    let Listed {
+        table,
+        cols,
+        key,
+        search: search_cols,
+    } = *listed;
     let mut filter = String::from(" WHERE 1 = 1");
     let mut args: Vec<Arg<'_>> = Vec::new();
     if !query.include_deleted {
@@ -236,11 +273,19 @@ async fn page<T>(
         if ids.is_empty() {
             filter.push_str(" AND 1 = 0");
         } else {
-            filter.push_str(&format!(" AND {col} IN {}", super::sql::placeholders(ids.len())));
+            filter.push_str(&format!(
+                " AND {col} IN {}",
+                super::sql::placeholders(ids.len())
+            ));
             args.extend(ids.iter().map(|&p| Arg::id(p)));
         }
     }
-    if let Some(s) = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(s) = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let pattern = super::accounts::prefix_pattern(&s.to_lowercase());
         let pattern = format!("%{pattern}");
         let mut any: Vec<String> = search_cols
@@ -261,14 +306,19 @@ async fn page<T>(
         .await?
         .id("n")?;
     let (offset, limit) = (query.offset.unwrap_or(0), query.limit());
-    let rows = q(format!("SELECT {cols} FROM {table}{filter} ORDER BY {key} LIMIT ? OFFSET ?"))
-        .bind_all(args)
-        .bind(limit)
-        .bind(offset)
-        .transient()
-        .fetch_all(&mut *c)
-        .await?;
-    let items = rows.iter().map(|r| decode(&**r)).collect::<Result<_, _>>()?;
+    let rows = q(format!(
+        "SELECT {cols} FROM {table}{filter} ORDER BY {key} LIMIT ? OFFSET ?"
+    ))
+    .bind_all(args)
+    .bind(limit)
+    .bind(offset)
+    .transient()
+    .fetch_all(&mut *c)
+    .await?;
+    let items = rows
+        .iter()
+        .map(|r| decode(&**r))
+        .collect::<Result<_, _>>()?;
     Ok(Page {
         items,
         total,
@@ -284,13 +334,15 @@ async fn live(
     key: &str,
     id: u64,
 ) -> Result<Option<bool>, StoreError> {
-    Ok(q(format!("SELECT DeletedAtMs FROM {table} WHERE {key} = ?"))
-        .bind(Arg::id(id))
-        .fetch_optional(c)
-        .await?
-        .map(|r| r.opt_int("DeletedAtMs"))
-        .transpose()?
-        .map(|d| d.is_none()))
+    Ok(
+        q(format!("SELECT DeletedAtMs FROM {table} WHERE {key} = ?"))
+            .bind(Arg::id(id))
+            .fetch_optional(c)
+            .await?
+            .map(|r| r.opt_int("DeletedAtMs"))
+            .transpose()?
+            .map(|d| d.is_none()),
+    )
 }
 
 /// Checks a create or update may proceed: the row must be absent to create, live to update.
@@ -332,11 +384,13 @@ async fn soft_delete(
     key: &str,
     id: u64,
 ) -> Result<(), StoreError> {
-    let n = q(format!("UPDATE {table} SET DeletedAtMs = ? WHERE {key} = ? AND DeletedAtMs IS NULL"))
-        .bind(now_ms())
-        .bind(Arg::id(id))
-        .execute(c)
-        .await?;
+    let n = q(format!(
+        "UPDATE {table} SET DeletedAtMs = ? WHERE {key} = ? AND DeletedAtMs IS NULL"
+    ))
+    .bind(now_ms())
+    .bind(Arg::id(id))
+    .execute(c)
+    .await?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("{what} {id}")));
     }
@@ -433,7 +487,13 @@ impl<E: SqlEngine> DirectoryStore for E {
                 3,
                 d.manufacturers
                     .iter()
-                    .map(|m| vec![Arg::id(m.manufacturer_id), (&m.name).into(), (&m.country).into()])
+                    .map(|m| {
+                        vec![
+                            Arg::id(m.manufacturer_id),
+                            (&m.name).into(),
+                            (&m.country).into(),
+                        ]
+                    })
                     .collect(),
                 &upsert(dialect, "ManufacturerID", &["Name", "Country"]),
             )
@@ -495,10 +555,7 @@ impl<E: SqlEngine> DirectoryStore for E {
         Box::pin(async move {
             page(
                 &mut *self.pooled(),
-                "Patient",
-                PATIENT_COLS,
-                "PatientID",
-                &["FirstName", "LastName", "Email"],
+                &PATIENTS,
                 Some(("PatientID", visible)),
                 query,
                 |r| patient(r),
@@ -509,12 +566,14 @@ impl<E: SqlEngine> DirectoryStore for E {
 
     fn patient(&self, id: u64) -> BoxFuture<'_, Result<Option<PatientRecord>, StoreError>> {
         Box::pin(async move {
-            q(format!("SELECT {PATIENT_COLS} FROM Patient WHERE PatientID = ?"))
-                .bind(Arg::id(id))
-                .fetch_optional(&mut *self.pooled())
-                .await?
-                .map(|r| patient(&*r))
-                .transpose()
+            q(format!(
+                "SELECT {PATIENT_COLS} FROM Patient WHERE PatientID = ?"
+            ))
+            .bind(Arg::id(id))
+            .fetch_optional(&mut *self.pooled())
+            .await?
+            .map(|r| patient(&*r))
+            .transpose()
         })
     }
 
@@ -526,7 +585,15 @@ impl<E: SqlEngine> DirectoryStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            check_put(&mut *tx, "patient", "Patient", "PatientID", p.patient_id, create).await?;
+            check_put(
+                &mut *tx,
+                "patient",
+                "Patient",
+                "PatientID",
+                p.patient_id,
+                create,
+            )
+            .await?;
             q(format!(
                 "{PATIENT_INSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
                 upsert(self.dialect(), "PatientID", &PATIENT_UPDATED)
@@ -560,10 +627,7 @@ impl<E: SqlEngine> DirectoryStore for E {
         Box::pin(async move {
             page(
                 &mut *self.pooled(),
-                "DeviceStaticInfo",
-                DEVICE_COLS,
-                "DeviceID",
-                &["Model", "SerialNumber"],
+                &DEVICES,
                 Some(("PatientID", visible)),
                 query,
                 |r| device(r),
@@ -574,12 +638,14 @@ impl<E: SqlEngine> DirectoryStore for E {
 
     fn device(&self, id: u64) -> BoxFuture<'_, Result<Option<DeviceRecord>, StoreError>> {
         Box::pin(async move {
-            q(format!("SELECT {DEVICE_COLS} FROM DeviceStaticInfo WHERE DeviceID = ?"))
-                .bind(Arg::id(id))
-                .fetch_optional(&mut *self.pooled())
-                .await?
-                .map(|r| device(&*r))
-                .transpose()
+            q(format!(
+                "SELECT {DEVICE_COLS} FROM DeviceStaticInfo WHERE DeviceID = ?"
+            ))
+            .bind(Arg::id(id))
+            .fetch_optional(&mut *self.pooled())
+            .await?
+            .map(|r| device(&*r))
+            .transpose()
         })
     }
 
@@ -591,8 +657,15 @@ impl<E: SqlEngine> DirectoryStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            check_put(&mut *tx, "device", "DeviceStaticInfo", "DeviceID", d.device_id, create)
-                .await?;
+            check_put(
+                &mut *tx,
+                "device",
+                "DeviceStaticInfo",
+                "DeviceID",
+                d.device_id,
+                create,
+            )
+            .await?;
             require_live(&mut *tx, "patient", "Patient", "PatientID", d.patient_id).await?;
             if let Some(m) = d.manufacturer_id {
                 let found = q("SELECT ManufacturerID FROM Manufacturer WHERE ManufacturerID = ?")
@@ -633,28 +706,23 @@ impl<E: SqlEngine> DirectoryStore for E {
         query: &'a ListQuery,
     ) -> BoxFuture<'a, Result<Page<SubscriberRecord>, StoreError>> {
         Box::pin(async move {
-            page(
-                &mut *self.pooled(),
-                "Subscriber",
-                SUBSCRIBER_COLS,
-                "SubscriberID",
-                &["Name", "Email"],
-                None,
-                query,
-                |r| subscriber(r),
-            )
+            page(&mut *self.pooled(), &SUBSCRIBERS, None, query, |r| {
+                subscriber(r)
+            })
             .await
         })
     }
 
     fn subscriber(&self, id: u64) -> BoxFuture<'_, Result<Option<SubscriberRecord>, StoreError>> {
         Box::pin(async move {
-            q(format!("SELECT {SUBSCRIBER_COLS} FROM Subscriber WHERE SubscriberID = ?"))
-                .bind(Arg::id(id))
-                .fetch_optional(&mut *self.pooled())
-                .await?
-                .map(|r| subscriber(&*r))
-                .transpose()
+            q(format!(
+                "SELECT {SUBSCRIBER_COLS} FROM Subscriber WHERE SubscriberID = ?"
+            ))
+            .bind(Arg::id(id))
+            .fetch_optional(&mut *self.pooled())
+            .await?
+            .map(|r| subscriber(&*r))
+            .transpose()
         })
     }
 
@@ -666,8 +734,15 @@ impl<E: SqlEngine> DirectoryStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            check_put(&mut *tx, "subscriber", "Subscriber", "SubscriberID", s.subscriber_id, create)
-                .await?;
+            check_put(
+                &mut *tx,
+                "subscriber",
+                "Subscriber",
+                "SubscriberID",
+                s.subscriber_id,
+                create,
+            )
+            .await?;
             q(format!(
                 "{SUBSCRIBER_INSERT} VALUES (?, ?, ?, ?, ?){}",
                 upsert(self.dialect(), "SubscriberID", &SUBSCRIBER_UPDATED)
@@ -728,13 +803,22 @@ impl<E: SqlEngine> DirectoryStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            require_live(&mut *tx, "subscriber", "Subscriber", "SubscriberID", subscriber_id).await?;
+            require_live(
+                &mut *tx,
+                "subscriber",
+                "Subscriber",
+                "SubscriberID",
+                subscriber_id,
+            )
+            .await?;
             require_live(&mut *tx, "patient", "Patient", "PatientID", patient_id).await?;
-            let present = q("SELECT PatientID FROM SubscribedPatients WHERE SubscriberID = ? AND PatientID = ?")
-                .bind(Arg::id(subscriber_id))
-                .bind(Arg::id(patient_id))
-                .fetch_optional(&mut *tx)
-                .await?;
+            let present = q(
+                "SELECT PatientID FROM SubscribedPatients WHERE SubscriberID = ? AND PatientID = ?",
+            )
+            .bind(Arg::id(subscriber_id))
+            .bind(Arg::id(patient_id))
+            .fetch_optional(&mut *tx)
+            .await?;
             if present.is_some() {
                 return Err(StoreError::Conflict(format!(
                     "subscriber {subscriber_id} already follows patient {patient_id}"

@@ -9,8 +9,7 @@ use super::{AlertPage, Cursor, FeedCursor, PurgedDiagnostics, Received, StoreErr
 use crate::model::{Alert, EpochMs, Reading, ReadingKind, now_ms};
 
 const GLUCOSE_COLS: &str = "ReadingID, PatientID, DeviceID, GlucoseLevel, TimestampMs, Location";
-const DEVICE_COLS: &str =
-    "ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes";
+const DEVICE_COLS: &str = "ReadingID, DeviceID, TimestampMs, BatteryLevel, FirmwareVersion, ConnectivityStatus, ErrorCodes";
 
 pub async fn recent_readings(
     c: &mut (dyn Sql + '_),
@@ -64,11 +63,13 @@ pub async fn readings_by_id(
             ("GlucoseReadings", GLUCOSE_COLS, true),
             ("DeviceOperationalData", DEVICE_COLS, false),
         ] {
-            let found = q(format!("SELECT {cols} FROM {table} WHERE ReadingID IN {list}"))
-                .bind_all(chunk.iter().map(|&id| Arg::from(id)))
-                .transient()
-                .fetch_all(&mut *c)
-                .await?;
+            let found = q(format!(
+                "SELECT {cols} FROM {table} WHERE ReadingID IN {list}"
+            ))
+            .bind_all(chunk.iter().map(|&id| Arg::from(id)))
+            .transient()
+            .fetch_all(&mut *c)
+            .await?;
             for row in found {
                 out.push(if glucose {
                     rows::glucose_reading(&*row)?
@@ -151,7 +152,9 @@ pub async fn put_sink_cursor(
     sink: &str,
     cursor: &FeedCursor,
 ) -> Result<(), StoreError> {
-    let upsert = c.dialect().upsert(&["Sink"], &["CursorJson", "UpdatedAtMs"]);
+    let upsert = c
+        .dialect()
+        .upsert(&["Sink"], &["CursorJson", "UpdatedAtMs"]);
     q(format!(
         "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?){upsert}"
     ))

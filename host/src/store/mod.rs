@@ -17,9 +17,7 @@ pub mod rules;
 pub mod sql;
 pub mod sqlite;
 
-use crate::model::{
-    Alert, EpochMs, ParamValue, Reading, ReadingKind, RuleInfo,
-};
+use crate::model::{Alert, EpochMs, ParamValue, Reading, ReadingKind, RuleInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -186,7 +184,10 @@ pub use rules::RuleStore;
 
 /// What the admin API may do with the store: rules, the directory, alerts and their
 /// lifecycle, accounts and audit, operations and reading history, and nothing else.
-pub trait AdminStore: RuleStore + DirectoryStore + AlertStore + AccountStore + OpsStore + HistoryStore {}
+pub trait AdminStore:
+    RuleStore + DirectoryStore + AlertStore + AccountStore + OpsStore + HistoryStore
+{
+}
 impl<T: RuleStore + DirectoryStore + AlertStore + AccountStore + OpsStore + HistoryStore> AdminStore
     for T
 {

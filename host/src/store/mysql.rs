@@ -17,12 +17,11 @@
 use super::rows as decode;
 use super::sql::{Arg, Dialect, Q, Row, Sql, SqlEngine, SqlTx};
 use super::{
-    BoxFuture, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
-    IngestStore, Received, RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
+    BoxFuture, Cursor, FeedCursor, IngestStore, Migration, Purged, PurgedDiagnostics, Received,
+    RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
 };
 use crate::model::{
-    Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault,
-    now_ms,
+    Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, RuleFault, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::{
@@ -360,21 +359,7 @@ impl MySqlStore {
                     + a.code.len()
                     + a.message.len()
             },
-            |row, (a, _)| {
-                row.push_bind(&a.id)
-                    .push_bind(&a.reading_id)
-                    .push_bind(a.patient_id.map(|p| p as i64))
-                    .push_bind(a.device_id as i64)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(&a.rule.name)
-                    .push_bind(&a.rule.version)
-                    .push_bind(&a.code)
-                    .push_bind(a.severity.as_str())
-                    .push_bind(&a.message)
-                    .push_bind(a.value)
-                    .push_bind(a.at_ms)
-                    .push_bind(b.received_at_ms);
-            },
+            |row, (a, _)| bind_alert(row, a, b.received_at_ms),
             " ON DUPLICATE KEY UPDATE AlertID = AlertID",
         )
         .await?;
@@ -384,21 +369,7 @@ impl MySqlStore {
             13,
             &b.shadow_alerts,
             |a| a.id.len() + a.reading_id.len() + a.rule.name.len() + a.rule.version.len() + a.code.len() + a.message.len(),
-            |row, a| {
-                row.push_bind(&a.id)
-                    .push_bind(&a.reading_id)
-                    .push_bind(a.patient_id.map(|p| p as i64))
-                    .push_bind(a.device_id as i64)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(&a.rule.name)
-                    .push_bind(&a.rule.version)
-                    .push_bind(&a.code)
-                    .push_bind(a.severity.as_str())
-                    .push_bind(&a.message)
-                    .push_bind(a.value)
-                    .push_bind(a.at_ms)
-                    .push_bind(b.received_at_ms);
-            },
+            |row, a| bind_alert(row, a, b.received_at_ms),
             " ON DUPLICATE KEY UPDATE AlertID = AlertID",
         )
         .await?;
@@ -646,7 +617,9 @@ impl IngestStore for MySqlStore {
         lookback_ms: EpochMs,
         not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move { ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await })
+        Box::pin(async move {
+            ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await
+        })
     }
 
     fn readings_by_id<'a>(
@@ -669,7 +642,9 @@ impl IngestStore for MySqlStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
-        Box::pin(async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await })
+        Box::pin(
+            async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await },
+        )
     }
 
     fn alerts_since<'a>(
@@ -741,14 +716,19 @@ impl RetentionStore for MySqlStore {
         })
     }
 
-
     fn purge_diagnostics(
         &self,
         keep_rows: u64,
         before_ms: EpochMs,
     ) -> BoxFuture<'_, Result<PurgedDiagnostics, StoreError>> {
         Box::pin(async move {
-            ingest::purge_diagnostics(&mut *self.pooled(), keep_rows, before_ms, Some(decode::PURGE_CHUNK)).await
+            ingest::purge_diagnostics(
+                &mut *self.pooled(),
+                keep_rows,
+                before_ms,
+                Some(decode::PURGE_CHUNK),
+            )
+            .await
         })
     }
 }
@@ -776,6 +756,27 @@ impl decode::Columns for MySqlRow {
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
         Ok(self.try_get_unchecked(col)?)
     }
+}
+
+/// The 13 columns of an `Alerts` or `ShadowAlerts` row.
+fn bind_alert<'r>(
+    row: &mut Separated<'_, 'r, MySql, &'static str>,
+    a: &'r Alert,
+    received_at_ms: EpochMs,
+) {
+    row.push_bind(&a.id)
+        .push_bind(&a.reading_id)
+        .push_bind(a.patient_id.map(|p| p as i64))
+        .push_bind(a.device_id as i64)
+        .push_bind(a.kind.as_str())
+        .push_bind(&a.rule.name)
+        .push_bind(&a.rule.version)
+        .push_bind(&a.code)
+        .push_bind(a.severity.as_str())
+        .push_bind(&a.message)
+        .push_bind(a.value)
+        .push_bind(a.at_ms)
+        .push_bind(received_at_ms);
 }
 
 /// Binds engine-neutral arguments to a MySQL statement.

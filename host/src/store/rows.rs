@@ -176,7 +176,9 @@ pub fn device_reading(row: &(impl Columns + ?Sized)) -> Result<Reading, StoreErr
 }
 
 /// An `Alerts` row joined with its `AlertLifecycle` status.
-pub fn alert_with_status(row: &(impl Columns + ?Sized)) -> Result<(Alert, AlertStatus), StoreError> {
+pub fn alert_with_status(
+    row: &(impl Columns + ?Sized),
+) -> Result<(Alert, AlertStatus), StoreError> {
     let severity = row.text("Severity")?;
     let alert = Alert {
         id: row.text("AlertID")?,
@@ -251,7 +253,9 @@ pub fn received_reading(
 }
 
 /// A catch-up page alert with its status and creation time.
-pub fn received_alert(row: &(impl Columns + ?Sized)) -> Result<Received<(Alert, AlertStatus)>, StoreError> {
+pub fn received_alert(
+    row: &(impl Columns + ?Sized),
+) -> Result<Received<(Alert, AlertStatus)>, StoreError> {
     Ok(Received {
         item: alert_with_status(row)?,
         received_at_ms: row.int("CreatedAtMs")?,

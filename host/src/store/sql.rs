@@ -41,10 +41,17 @@ impl Dialect {
                     .iter()
                     .map(|c| format!("{c} = excluded.{c}"))
                     .collect();
-                format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), set.join(", "))
+                format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    keys.join(", "),
+                    set.join(", ")
+                )
             }
             Dialect::MySql => {
-                let set: Vec<String> = columns.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
                 format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
             }
         }
@@ -284,7 +291,9 @@ pub async fn insert_rows<'a>(
         let mut sql = format!("{head} VALUES ");
         let (mut n, mut bytes) = (0usize, 0usize);
         while let Some(row) = rows.next_if(|r| {
-            n == 0 || (n < max_rows && bytes + r.iter().map(Arg::size).sum::<usize>() <= MAX_STATEMENT_BYTES)
+            n == 0
+                || (n < max_rows
+                    && bytes + r.iter().map(Arg::size).sum::<usize>() <= MAX_STATEMENT_BYTES)
         }) {
             if n > 0 {
                 sql.push_str(", ");

@@ -3,13 +3,10 @@
 use super::rows as decode;
 use super::sql::{Arg, Dialect, Q, Row, Sql, SqlEngine, SqlTx};
 use super::{
-    BoxFuture, Cursor, FeedCursor, Migration, Purged, PurgedDiagnostics,
-    IngestStore, Received, RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
+    BoxFuture, Cursor, FeedCursor, IngestStore, Migration, Purged, PurgedDiagnostics, Received,
+    RetentionStore, StoreError, WriteBatch, WriteOutcome, ingest,
 };
-use crate::model::{
-    Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind,
-    now_ms,
-};
+use crate::model::{Alert, Body, DeviceTelemetry, EpochMs, Glucose, Reading, ReadingKind, now_ms};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -222,25 +219,10 @@ impl SqliteStore {
                     .filter(|(a, _)| !stored.contains(&a.id))
                     .map(|(a, _)| a.id.clone()),
             );
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO Alerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
-            );
-            q.push_values(chunk, |mut row, (a, _)| {
-                row.push_bind(&a.id)
-                    .push_bind(&a.reading_id)
-                    .push_bind(a.patient_id.map(|p| p as i64))
-                    .push_bind(a.device_id as i64)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(&a.rule.name)
-                    .push_bind(&a.rule.version)
-                    .push_bind(&a.code)
-                    .push_bind(a.severity.as_str())
-                    .push_bind(&a.message)
-                    .push_bind(a.value)
-                    .push_bind(a.at_ms)
-                    .push_bind(b.received_at_ms);
-            });
-            q.build().execute(&mut *tx).await?;
+            alerts_insert("Alerts", chunk.iter().map(|(a, _)| a), b.received_at_ms)
+                .build()
+                .execute(&mut *tx)
+                .await?;
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT OR IGNORE INTO AlertLifecycle (AlertID, Status, UpdatedAtMs) ",
             );
@@ -252,25 +234,10 @@ impl SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in b.shadow_alerts.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO ShadowAlerts (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) ",
-            );
-            q.push_values(chunk, |mut row, a| {
-                row.push_bind(&a.id)
-                    .push_bind(&a.reading_id)
-                    .push_bind(a.patient_id.map(|p| p as i64))
-                    .push_bind(a.device_id as i64)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(&a.rule.name)
-                    .push_bind(&a.rule.version)
-                    .push_bind(&a.code)
-                    .push_bind(a.severity.as_str())
-                    .push_bind(&a.message)
-                    .push_bind(a.value)
-                    .push_bind(a.at_ms)
-                    .push_bind(b.received_at_ms);
-            });
-            q.build().execute(&mut *tx).await?;
+            alerts_insert("ShadowAlerts", chunk, b.received_at_ms)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
         for chunk in b.dead_letters.chunks(ROWS_PER_INSERT) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -309,6 +276,34 @@ impl SqliteStore {
     }
 }
 
+/// A multi-row insert of alerts into `Alerts` or `ShadowAlerts` (same columns); rows already
+/// present are left as they are.
+fn alerts_insert<'a>(
+    table: &str,
+    alerts: impl IntoIterator<Item = &'a Alert>,
+    received_at_ms: EpochMs,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "INSERT OR IGNORE INTO {table} (AlertID, ReadingID, PatientID, DeviceID, Kind, RuleName, RuleVersion, Code, Severity, Message, Value, TimestampMs, CreatedAtMs) "
+    ));
+    q.push_values(alerts, |mut row, a| {
+        row.push_bind(&a.id)
+            .push_bind(&a.reading_id)
+            .push_bind(a.patient_id.map(|p| p as i64))
+            .push_bind(a.device_id as i64)
+            .push_bind(a.kind.as_str())
+            .push_bind(&a.rule.name)
+            .push_bind(&a.rule.version)
+            .push_bind(&a.code)
+            .push_bind(a.severity.as_str())
+            .push_bind(&a.message)
+            .push_bind(a.value)
+            .push_bind(a.at_ms)
+            .push_bind(received_at_ms);
+    });
+    q
+}
+
 impl IngestStore for SqliteStore {
     fn write_batch<'a>(
         &'a self,
@@ -322,7 +317,9 @@ impl IngestStore for SqliteStore {
         lookback_ms: EpochMs,
         not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>> {
-        Box::pin(async move { ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await })
+        Box::pin(async move {
+            ingest::recent_readings(&mut *self.pooled(), lookback_ms, not_after_ms).await
+        })
     }
 
     fn readings_by_id<'a>(
@@ -345,7 +342,9 @@ impl IngestStore for SqliteStore {
         after: &'a Cursor,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Received<Reading>>, StoreError>> {
-        Box::pin(async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await })
+        Box::pin(
+            async move { ingest::readings_since(&mut *self.pooled(), kind, after, limit).await },
+        )
     }
 
     fn alerts_since<'a>(
@@ -418,7 +417,6 @@ impl RetentionStore for SqliteStore {
             Ok(purged)
         })
     }
-
 
     fn purge_diagnostics(
         &self,

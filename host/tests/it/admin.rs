@@ -47,7 +47,9 @@ async fn call(
         .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
     Reply {
         status,
         headers,
@@ -56,13 +58,22 @@ async fn call(
     }
 }
 
-async fn as_token(app: &axum::Router, token: &str, method: Method, path: &str, body: &str) -> Reply {
+async fn as_token(
+    app: &axum::Router,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> Reply {
     let bearer = support::bearer(token);
     call(
         app,
         method,
         path,
-        &[("authorization", &bearer), ("content-type", "application/json")],
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
         body.as_bytes().to_vec(),
     )
     .await
@@ -107,9 +118,15 @@ async fn fixture() -> Fixture {
         "subscriptions": [{"subscriber_id": 10, "patient_id": 1}]
     }))
     .unwrap();
-    app.store.put_dimensions(&dims, &support::audit()).await.unwrap();
+    app.store
+        .put_dimensions(&dims, &support::audit())
+        .await
+        .unwrap();
     let user = auth::new_user("doc", "a long enough password", Role::Clinician, Some(10)).unwrap();
-    app.store.create_user(&user, &support::audit()).await.unwrap();
+    app.store
+        .create_user(&user, &support::audit())
+        .await
+        .unwrap();
     let admin_user = auth::new_user("root", "another long password", Role::Admin, None).unwrap();
     app.store
         .create_user(&admin_user, &support::audit())
@@ -166,8 +183,14 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/rules/{name}/backtest"), ADMIN),
         (("POST", "/api/rules/{name}/shadow"), ADMIN),
         (("DELETE", "/api/rules/{name}/shadow"), ADMIN),
-        (("GET", "/api/rules/{name}/versions/{version}/shadow-alerts"), ADMIN),
-        (("POST", "/api/rules/{name}/versions/{version}/release"), ADMIN),
+        (
+            ("GET", "/api/rules/{name}/versions/{version}/shadow-alerts"),
+            ADMIN,
+        ),
+        (
+            ("POST", "/api/rules/{name}/versions/{version}/release"),
+            ADMIN,
+        ),
         (("GET", "/api/patients"), STAFF),
         (("POST", "/api/patients"), ADMIN),
         (("GET", "/api/patients/{id}"), STAFF),
@@ -185,7 +208,10 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("PUT", "/api/subscribers/{id}"), ADMIN),
         (("DELETE", "/api/subscribers/{id}"), ADMIN),
         (("POST", "/api/subscriptions"), ADMIN),
-        (("DELETE", "/api/subscriptions/{subscriber}/{patient}"), ADMIN),
+        (
+            ("DELETE", "/api/subscriptions/{subscriber}/{patient}"),
+            ADMIN,
+        ),
         (("GET", "/api/alerts"), STAFF),
         (("GET", "/api/alerts/live"), STAFF),
         (("GET", "/api/alerts/{id}"), STAFF),
@@ -220,16 +246,22 @@ fn concrete(path: &str) -> String {
 async fn every_route_answers_every_role_as_designed() {
     let f = fixture().await;
     let expected = expected();
-    let table: Vec<(String, &'static str, Access)> = routes(state(&f.app), f.app.handle.embedded_source("t"))
-        .into_iter()
-        .map(|r| (r.method.to_string(), r.path, r.access))
-        .collect();
+    let table: Vec<(String, &'static str, Access)> =
+        routes(state(&f.app), f.app.handle.embedded_source("t"))
+            .into_iter()
+            .map(|r| (r.method.to_string(), r.path, r.access))
+            .collect();
     // The router's table and this one name the same routes, with the same rules.
     let served: std::collections::BTreeSet<(String, &str)> =
         table.iter().map(|(m, p, _)| (m.clone(), *p)).collect();
-    let decided: std::collections::BTreeSet<(String, &str)> =
-        expected.keys().map(|(m, p)| ((*m).to_owned(), *p)).collect();
-    assert_eq!(served, decided, "a route without an access decision (or a stale one)");
+    let decided: std::collections::BTreeSet<(String, &str)> = expected
+        .keys()
+        .map(|(m, p)| ((*m).to_owned(), *p))
+        .collect();
+    assert_eq!(
+        served, decided,
+        "a route without an access decision (or a stale one)"
+    );
     for (m, p, access) in &table {
         let roles = expected[&(m.as_str(), *p)];
         match access {
@@ -327,7 +359,14 @@ async fn sessions_need_the_csrf_token_for_changes_and_logins_are_throttled() {
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     let csrf = ok.json["csrf_token"].as_str().unwrap().to_owned();
     // Reads need only the cookie.
-    let me = call(&f.router, Method::GET, "/api/me", &[("cookie", &cookie)], vec![]).await;
+    let me = call(
+        &f.router,
+        Method::GET,
+        "/api/me",
+        &[("cookie", &cookie)],
+        vec![],
+    )
+    .await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.json["actor"], "user:root");
     // A change without the CSRF token, with a wrong one, or from another site is refused.
@@ -341,15 +380,29 @@ async fn sessions_need_the_csrf_token_for_changes_and_logins_are_throttled() {
             ("sec-fetch-site", "cross-site"),
         ],
     ] {
-        let r = call(&f.router, Method::POST, "/api/patients", &headers, body.clone()).await;
+        let r = call(
+            &f.router,
+            Method::POST,
+            "/api/patients",
+            &headers,
+            body.clone(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}: {}", r.json);
     }
-    assert!(f.app.store.patient(3).await.unwrap().is_none(), "nothing was created");
+    assert!(
+        f.app.store.patient(3).await.unwrap().is_none(),
+        "nothing was created"
+    );
     let r = call(
         &f.router,
         Method::POST,
         "/api/patients",
-        &[("cookie", &cookie), (auth::CSRF_HEADER, &csrf), ("sec-fetch-site", "same-origin")],
+        &[
+            ("cookie", &cookie),
+            (auth::CSRF_HEADER, &csrf),
+            ("sec-fetch-site", "same-origin"),
+        ],
         body,
     )
     .await;
@@ -364,7 +417,14 @@ async fn sessions_need_the_csrf_token_for_changes_and_logins_are_throttled() {
     )
     .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    let me = call(&f.router, Method::GET, "/api/me", &[("cookie", &cookie)], vec![]).await;
+    let me = call(
+        &f.router,
+        Method::GET,
+        "/api/me",
+        &[("cookie", &cookie)],
+        vec![],
+    )
+    .await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED);
     // Wrong passwords: the same answer for an unknown user, then throttled, even for the
     // right password, with Retry-After.
@@ -376,15 +436,27 @@ async fn sessions_need_the_csrf_token_for_changes_and_logins_are_throttled() {
         assert_eq!(r.json["error"], "wrong username or password");
     }
     let throttled = login("doc", "a long enough password").await;
-    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "{}", throttled.json);
+    assert_eq!(
+        throttled.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        throttled.json
+    );
     assert!(throttled.headers.contains_key("retry-after"));
     // The audit log holds the logins and the patient created through the session, by name.
-    let log = f.app.store.audit_log(&AuditFilter::default()).await.unwrap();
-    assert!(log.iter().any(|e| e.entry.action == "session.login" && e.entry.actor == "user:root"));
+    let log = f
+        .app
+        .store
+        .audit_log(&AuditFilter::default())
+        .await
+        .unwrap();
     assert!(
         log.iter()
-            .any(|e| e.entry.action == "patient.create" && e.entry.actor == "user:root" && e.entry.target == "patient:3")
+            .any(|e| e.entry.action == "session.login" && e.entry.actor == "user:root")
     );
+    assert!(log.iter().any(|e| e.entry.action == "patient.create"
+        && e.entry.actor == "user:root"
+        && e.entry.target == "patient:3"));
     support::stop(f.app).await;
 }
 
@@ -412,16 +484,26 @@ async fn a_clinician_sees_only_the_patients_they_follow() {
     assert_eq!(ids, vec![1]);
     assert_eq!(list.json["total"], 1);
     assert_eq!(
-        as_token(&f.router, c, Method::GET, "/api/patients/2", "").await.status,
+        as_token(&f.router, c, Method::GET, "/api/patients/2", "")
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "another patient does not exist for this clinician"
     );
     assert_eq!(
-        as_token(&f.router, c, Method::GET, "/api/patients/1", "").await.status,
+        as_token(&f.router, c, Method::GET, "/api/patients/1", "")
+            .await
+            .status,
         StatusCode::OK
     );
     let alerts = as_token(&f.router, c, Method::GET, "/api/alerts", "").await;
-    let patients: Vec<u64> = alerts.json.as_array().unwrap().iter().map(|a| a["patient_id"].as_u64().unwrap()).collect();
+    let patients: Vec<u64> = alerts
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["patient_id"].as_u64().unwrap())
+        .collect();
     assert_eq!(patients, vec![1], "{}", alerts.json);
     // Asking for the other patient's alerts by filter gives nothing either.
     let other = as_token(&f.router, c, Method::GET, "/api/alerts?patient_id=2", "").await;
@@ -429,15 +511,34 @@ async fn a_clinician_sees_only_the_patients_they_follow() {
     // The admin sees both; the clinician cannot act on the other patient's alert.
     let all = as_token(&f.router, &f.admin, Method::GET, "/api/alerts", "").await;
     assert_eq!(all.json.as_array().unwrap().len(), 2);
-    let foreign = all.json.as_array().unwrap().iter().find(|a| a["patient_id"] == 2).unwrap()["id"]
+    let foreign = all
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["patient_id"] == 2)
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let mine = all.json.as_array().unwrap().iter().find(|a| a["patient_id"] == 1).unwrap()["id"]
+    let mine = all
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["patient_id"] == 1)
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let r = as_token(&f.router, c, Method::POST, &format!("/api/alerts/{foreign}/acknowledge"), "").await;
+    let r = as_token(
+        &f.router,
+        c,
+        Method::POST,
+        &format!("/api/alerts/{foreign}/acknowledge"),
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Their own: acknowledged with a note, then resolved; acknowledging twice is a conflict.
     let r = as_token(
@@ -450,15 +551,46 @@ async fn a_clinician_sees_only_the_patients_they_follow() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["status"], "acknowledged");
-    let again = as_token(&f.router, c, Method::POST, &format!("/api/alerts/{mine}/acknowledge"), "").await;
+    let again = as_token(
+        &f.router,
+        c,
+        Method::POST,
+        &format!("/api/alerts/{mine}/acknowledge"),
+        "",
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.json);
-    let r = as_token(&f.router, c, Method::POST, &format!("/api/alerts/{mine}/resolve"), "").await;
+    let r = as_token(
+        &f.router,
+        c,
+        Method::POST,
+        &format!("/api/alerts/{mine}/resolve"),
+        "",
+    )
+    .await;
     assert_eq!(r.json["status"], "resolved");
-    let detail = as_token(&f.router, c, Method::GET, &format!("/api/alerts/{mine}"), "").await;
-    let events: Vec<&str> = detail.json["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let detail = as_token(
+        &f.router,
+        c,
+        Method::GET,
+        &format!("/api/alerts/{mine}"),
+        "",
+    )
+    .await;
+    let events: Vec<&str> = detail.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(events, ["acknowledged", "resolved"]);
     assert_eq!(detail.json["events"][0]["note"], "called the patient");
-    assert!(detail.json["events"][0]["actor"].as_str().unwrap().starts_with("token:"));
+    assert!(
+        detail.json["events"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:")
+    );
     support::stop(f.app).await;
 }
 
@@ -470,17 +602,49 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
         let router = f.router.clone();
         let bearer = support::bearer(a);
         async move {
-            call(&router, Method::POST, "/api/rules", &[("authorization", &bearer)], bytes).await
+            call(
+                &router,
+                Method::POST,
+                "/api/rules",
+                &[("authorization", &bearer)],
+                bytes,
+            )
+            .await
         }
     };
     let versions_before = f.app.store.rule_versions().await.unwrap().len();
     let oversized = vec![0u8; glucoguard::engine::upload::MAX_UPLOAD_BYTES + 1];
     for (what, bytes, status, code) in [
-        ("random bytes", b"not wasm at all".to_vec(), StatusCode::BAD_REQUEST, "not_a_component"),
-        ("a core module", b"\0asm\x01\0\0\0".to_vec(), StatusCode::BAD_REQUEST, "not_a_component"),
-        ("oversized", oversized, StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        ("forbidden import", plugin("forbidden_import"), StatusCode::BAD_REQUEST, "forbidden_imports"),
-        ("dry run traps", plugin("trap_on_evaluate"), StatusCode::BAD_REQUEST, "dry_run_failed"),
+        (
+            "random bytes",
+            b"not wasm at all".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not_a_component",
+        ),
+        (
+            "a core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not_a_component",
+        ),
+        (
+            "oversized",
+            oversized,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            "forbidden import",
+            plugin("forbidden_import"),
+            StatusCode::BAD_REQUEST,
+            "forbidden_imports",
+        ),
+        (
+            "dry run traps",
+            plugin("trap_on_evaluate"),
+            StatusCode::BAD_REQUEST,
+            "dry_run_failed",
+        ),
     ] {
         let r = upload(bytes).await;
         assert_eq!(r.status, status, "{what}: {}", r.json);
@@ -497,7 +661,14 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     let mut next = 0usize;
     let mut feed = |n: usize| {
         let lines: Vec<String> = (next..next + n)
-            .map(|i| glucose_json(&format!("l-{i}"), 1, T0 + i as i64 * 5 * MIN, 100.0 + (i % 20) as f64))
+            .map(|i| {
+                glucose_json(
+                    &format!("l-{i}"),
+                    1,
+                    T0 + i as i64 * 5 * MIN,
+                    100.0 + (i % 20) as f64,
+                )
+            })
             .collect();
         next += n;
         lines
@@ -506,7 +677,11 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     let r = upload(plugin("default_rule_next")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     assert_eq!(r.json["rule"]["version"], "1.1.0");
-    assert!(r.json["dry_run"]["alerts"].as_u64().unwrap() > 0, "{}", r.json);
+    assert!(
+        r.json["dry_run"]["alerts"].as_u64().unwrap() > 0,
+        "{}",
+        r.json
+    );
     send_all(&f.app, feed(20)).await;
     // Backtest 1.1.0 against the active 1.0.0 over the 40 readings stored so far, checked
     // against the two versions' logic computed here: above the reading threshold →
@@ -543,13 +718,24 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
         "version": "1.1.0", "from_ms": T0, "to_ms": T0 + 40 * 5 * MIN, "examples": 3,
     })
     .to_string();
-    let diff = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/backtest", &body).await;
+    let diff = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/rules/default-glucose/backtest",
+        &body,
+    )
+    .await;
     assert_eq!(diff.status, StatusCode::OK, "{}", diff.json);
     let d = &diff.json;
     assert_eq!(d["base"]["version"], "1.0.0");
     assert_eq!(d["readings_evaluated"], 40);
     assert_eq!(
-        (d["added"].as_u64().unwrap(), d["removed"].as_u64().unwrap(), d["unchanged"].as_u64().unwrap()),
+        (
+            d["added"].as_u64().unwrap(),
+            d["removed"].as_u64().unwrap(),
+            d["unchanged"].as_u64().unwrap()
+        ),
         (added, removed, unchanged),
         "{d}"
     );
@@ -557,12 +743,27 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     assert_eq!(d["patients"][0]["added"].as_u64().unwrap(), added);
     assert!(d["patients"][0]["added_examples"].as_array().unwrap().len() <= 3);
     assert_eq!(
-        as_token(&f.router, &f.clinician, Method::POST, "/api/rules/default-glucose/backtest", &body).await.status,
+        as_token(
+            &f.router,
+            &f.clinician,
+            Method::POST,
+            "/api/rules/default-glucose/backtest",
+            &body
+        )
+        .await
+        .status,
         StatusCode::FORBIDDEN
     );
     // In shadow: 1.1.0 sees the stream beside 1.0.0; what it would raise is recorded and
     // notified to no one.
-    let r = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/shadow", r#"{"version": "1.1.0"}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/rules/default-glucose/shadow",
+        r#"{"version": "1.1.0"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let mut live = f.app.live.subscribe();
     let lines = feed(20);
@@ -576,15 +777,40 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
         notified.iter().all(|a| a.rule.version == "1.0.0"),
         "a shadow alert was notified: {notified:?}"
     );
-    let shadow = as_token(&f.router, a, Method::GET, "/api/rules/default-glucose/versions/1.1.0/shadow-alerts?limit=1000", "").await;
+    let shadow = as_token(
+        &f.router,
+        a,
+        Method::GET,
+        "/api/rules/default-glucose/versions/1.1.0/shadow-alerts?limit=1000",
+        "",
+    )
+    .await;
     assert_eq!(shadow.status, StatusCode::OK, "{}", shadow.json);
     // 1.1.0 alerts on readings above 110 (or a 10-minute average above 105): at least the
     // readings above 110 of this stretch, none of them in the live alerts.
     let above_110 = values.iter().filter(|v| **v > 110.0).count();
     let shadow_n = shadow.json.as_array().unwrap().len();
-    assert!(shadow_n >= above_110 && above_110 > 0, "{shadow_n} shadow alerts, {above_110} readings above 110");
-    assert!(f.app.store.alerts(1000).await.unwrap().iter().all(|(al, _)| al.rule.version == "1.0.0"));
-    let r = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/enable", r#"{"version": "1.1.0"}"#).await;
+    assert!(
+        shadow_n >= above_110 && above_110 > 0,
+        "{shadow_n} shadow alerts, {above_110} readings above 110"
+    );
+    assert!(
+        f.app
+            .store
+            .alerts(1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(al, _)| al.rule.version == "1.0.0")
+    );
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/rules/default-glucose/enable",
+        r#"{"version": "1.1.0"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     send_all(&f.app, feed(20)).await;
     let running = |app: &App| {
@@ -597,12 +823,33 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     };
     assert_eq!(running(&f.app), ["default-glucose@1.1.0"]);
     // Parameters are checked against the declared bounds.
-    let bad = as_token(&f.router, a, Method::PUT, "/api/rules/default-glucose/params", r#"{"high_mg_dl": 5000}"#).await;
+    let bad = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/rules/default-glucose/params",
+        r#"{"high_mg_dl": 5000}"#,
+    )
+    .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.json);
-    let ok = as_token(&f.router, a, Method::PUT, "/api/rules/default-glucose/params", r#"{"high_mg_dl": 112}"#).await;
+    let ok = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/rules/default-glucose/params",
+        r#"{"high_mg_dl": 112}"#,
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
     send_all(&f.app, feed(20)).await;
-    let back = as_token(&f.router, a, Method::POST, "/api/rules/default-glucose/rollback", "").await;
+    let back = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/rules/default-glucose/rollback",
+        "",
+    )
+    .await;
     assert_eq!(back.status, StatusCode::OK, "{}", back.json);
     assert_eq!(back.json["active_version"], "1.0.0");
     send_all(&f.app, feed(20)).await;
@@ -619,12 +866,22 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
     // the version that ran when it arrived: each alert names the version.
     let alerts = f.app.store.alerts(1000).await.unwrap();
     let by_version = |v: &str| alerts.iter().filter(|(a, _)| a.rule.version == v).count();
-    assert!(by_version("1.0.0") > 0 && by_version("1.1.0") > 0, "{alerts:?}");
+    assert!(
+        by_version("1.0.0") > 0 && by_version("1.1.0") > 0,
+        "{alerts:?}"
+    );
 
     // Clinicians read rules but change none.
     let c = as_token(&f.router, &f.clinician, Method::GET, "/api/rules", "").await;
     assert_eq!(c.status, StatusCode::OK);
-    let c = as_token(&f.router, &f.clinician, Method::POST, "/api/rules/default-glucose/disable", "").await;
+    let c = as_token(
+        &f.router,
+        &f.clinician,
+        Method::POST,
+        "/api/rules/default-glucose/disable",
+        "",
+    )
+    .await;
     assert_eq!(c.status, StatusCode::FORBIDDEN);
 
     // The audit log has each step, by the admin's token, with before and after.
@@ -654,11 +911,34 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
             ("rule.rollback", "rule:default-glucose"),
         ]
     );
-    let rollback = log.iter().find(|e| e.entry.action == "rule.rollback").unwrap();
-    assert_eq!(rollback.entry.before.as_ref().unwrap()["active_version"], "1.1.0");
-    assert_eq!(rollback.entry.after.as_ref().unwrap()["active_version"], "1.0.0");
-    let versions = as_token(&f.router, a, Method::GET, "/api/rules/default-glucose/versions", "").await;
-    assert_eq!(versions.json[1]["uploaded_by"], log.iter().find(|e| e.entry.action == "rule.upload").unwrap().entry.actor);
+    let rollback = log
+        .iter()
+        .find(|e| e.entry.action == "rule.rollback")
+        .unwrap();
+    assert_eq!(
+        rollback.entry.before.as_ref().unwrap()["active_version"],
+        "1.1.0"
+    );
+    assert_eq!(
+        rollback.entry.after.as_ref().unwrap()["active_version"],
+        "1.0.0"
+    );
+    let versions = as_token(
+        &f.router,
+        a,
+        Method::GET,
+        "/api/rules/default-glucose/versions",
+        "",
+    )
+    .await;
+    assert_eq!(
+        versions.json[1]["uploaded_by"],
+        log.iter()
+            .find(|e| e.entry.action == "rule.upload")
+            .unwrap()
+            .entry
+            .actor
+    );
     support::stop(f.app).await;
 }
 
@@ -666,18 +946,53 @@ async fn rule_uploads_are_checked_and_the_lifecycle_runs_with_the_stream_and_is_
 async fn the_directory_checks_references_and_answers_conflicts_and_missing_rows() {
     let f = fixture().await;
     let a = &f.admin;
-    let r = as_token(&f.router, a, Method::POST, "/api/patients", r#"{"patient_id": 1, "first_name": "X", "last_name": "Y"}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/patients",
+        r#"{"patient_id": 1, "first_name": "X", "last_name": "Y"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
-    let r = as_token(&f.router, a, Method::PUT, "/api/patients/99", r#"{"patient_id": 99, "first_name": "X", "last_name": "Y"}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/patients/99",
+        r#"{"patient_id": 99, "first_name": "X", "last_name": "Y"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // A device naming a patient that is not in the store.
-    let r = as_token(&f.router, a, Method::POST, "/api/devices", r#"{"device_id": 5, "patient_id": 99}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/devices",
+        r#"{"device_id": 5, "patient_id": 99}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.json);
     assert!(r.json["error"].as_str().unwrap().contains("patient 99"));
-    let r = as_token(&f.router, a, Method::POST, "/api/devices", r#"{"device_id": 5, "patient_id": 1, "device_type": "cgm"}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/devices",
+        r#"{"device_id": 5, "patient_id": 1, "device_type": "cgm"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     // Search and paging.
-    let r = as_token(&f.router, a, Method::GET, "/api/patients?search=follow&limit=1", "").await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::GET,
+        "/api/patients?search=follow&limit=1",
+        "",
+    )
+    .await;
     assert_eq!(r.json["total"], 1);
     assert_eq!(r.json["items"][0]["patient_id"], 1);
     // Soft delete: gone from lists and from subscriptions, still in the store for history.
@@ -685,29 +1000,101 @@ async fn the_directory_checks_references_and_answers_conflicts_and_missing_rows(
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = as_token(&f.router, a, Method::GET, "/api/patients", "").await;
     assert_eq!(r.json["total"], 1);
-    assert!(f.app.store.patient(1).await.unwrap().unwrap().deleted_at_ms.is_some());
-    assert_eq!(f.app.store.followed_patients(10).await.unwrap(), Vec::<u64>::new());
-    let r = as_token(&f.router, a, Method::POST, "/api/patients", r#"{"patient_id": 1, "first_name": "X", "last_name": "Y"}"#).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "ids are not reused: {}", r.json);
-    let r = as_token(&f.router, a, Method::POST, "/api/subscriptions", r#"{"subscriber_id": 10, "patient_id": 1}"#).await;
+    assert!(
+        f.app
+            .store
+            .patient(1)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at_ms
+            .is_some()
+    );
+    assert_eq!(
+        f.app.store.followed_patients(10).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/patients",
+        r#"{"patient_id": 1, "first_name": "X", "last_name": "Y"}"#,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "ids are not reused: {}",
+        r.json
+    );
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/subscriptions",
+        r#"{"subscriber_id": 10, "patient_id": 1}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.json);
-    let r = as_token(&f.router, a, Method::POST, "/api/subscriptions", r#"{"subscriber_id": 10, "patient_id": 2}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/subscriptions",
+        r#"{"subscriber_id": 10, "patient_id": 2}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
-    let r = as_token(&f.router, a, Method::POST, "/api/subscriptions", r#"{"subscriber_id": 10, "patient_id": 2}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/subscriptions",
+        r#"{"subscriber_id": 10, "patient_id": 2}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     // Tokens: a revoked device token no longer ingests.
-    let r = as_token(&f.router, a, Method::POST, "/api/tokens", r#"{"name": "meter 7", "role": "device"}"#).await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        "/api/tokens",
+        r#"{"name": "meter 7", "role": "device"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let token = r.json["token"].as_str().unwrap().to_owned();
     let id = r.json["record"]["token_id"].as_str().unwrap().to_owned();
-    assert!(r.json["record"].get("secret_hash").is_none(), "hashes are never served");
+    assert!(
+        r.json["record"].get("secret_hash").is_none(),
+        "hashes are never served"
+    );
     let ingest = |t: String| {
         let router = f.router.clone();
-        async move { as_token(&router, &t, Method::POST, "/api/ingest", &glucose_json("tk-1", 2, T0, 100.0)).await }
+        async move {
+            as_token(
+                &router,
+                &t,
+                Method::POST,
+                "/api/ingest",
+                &glucose_json("tk-1", 2, T0, 100.0),
+            )
+            .await
+        }
     };
     assert_eq!(ingest(token.clone()).await.status, StatusCode::OK);
     assert_eq!(
-        as_token(&f.router, a, Method::DELETE, &format!("/api/tokens/{id}"), "").await.status,
+        as_token(
+            &f.router,
+            a,
+            Method::DELETE,
+            &format!("/api/tokens/{id}"),
+            ""
+        )
+        .await
+        .status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(ingest(token).await.status, StatusCode::UNAUTHORIZED);
@@ -749,12 +1136,12 @@ async fn the_live_feed_streams_only_the_followed_patients_alerts() {
             .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap();
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
     let alert: serde_json::Value = serde_json::from_str(data).unwrap();
-    assert_eq!(alert["patient_id"], 1, "the first event is the followed patient's: {text}");
+    assert_eq!(
+        alert["patient_id"], 1,
+        "the first event is the followed patient's: {text}"
+    );
     assert!(!text.contains("\"patient_id\":2"), "{text}");
     support::stop(f.app).await;
 }
@@ -765,7 +1152,11 @@ async fn a_dead_letter_is_replayed_through_the_pipeline_and_nothing_is_lost() {
     let a = &f.admin;
     // A conflict (same producer id, other content) and a payload that never parses.
     send_all(&f.app, [glucose_json("dl-1", 1, T0, 100.0)]).await;
-    send_all(&f.app, [glucose_json("dl-1", 1, T0, 300.0), "{broken".to_owned()]).await;
+    send_all(
+        &f.app,
+        [glucose_json("dl-1", 1, T0, 300.0), "{broken".to_owned()],
+    )
+    .await;
     let letters = as_token(&f.router, a, Method::GET, "/api/dead-letters", "").await;
     let letters = letters.json.as_array().unwrap().clone();
     assert_eq!(letters.len(), 2, "{letters:?}");
@@ -779,21 +1170,47 @@ async fn a_dead_letter_is_replayed_through_the_pipeline_and_nothing_is_lost() {
             .to_owned()
     };
     let broken = fp("{broken");
-    let r = as_token(&f.router, a, Method::POST, &format!("/api/dead-letters/{broken}/replay"), "").await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        &format!("/api/dead-letters/{broken}/replay"),
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
-    assert!(f.app.store.dead_letter(&broken).await.unwrap().is_some(), "kept");
+    assert!(
+        f.app.store.dead_letter(&broken).await.unwrap().is_some(),
+        "kept"
+    );
     // The conflict still conflicts: replayed, it is a dead letter again under origin
     // `replay` with the reason, and the original is gone; nothing is lost either way.
     let conflict = fp("300");
-    let r = as_token(&f.router, a, Method::POST, &format!("/api/dead-letters/{conflict}/replay"), "").await;
+    let r = as_token(
+        &f.router,
+        a,
+        Method::POST,
+        &format!("/api/dead-letters/{conflict}/replay"),
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert!(f.app.store.dead_letter(&conflict).await.unwrap().is_none());
     let now = f.app.store.dead_letters(10).await.unwrap();
     assert!(
-        now.iter().any(|d| d.origin == "replay" && d.payload.contains("300")),
+        now.iter()
+            .any(|d| d.origin == "replay" && d.payload.contains("300")),
         "{now:?}"
     );
-    let log = f.app.store.audit_log(&AuditFilter { action: Some("dead_letter.".into()), ..AuditFilter::default() }).await.unwrap();
+    let log = f
+        .app
+        .store
+        .audit_log(&AuditFilter {
+            action: Some("dead_letter.".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(log.len(), 1);
     support::stop(f.app).await;
 }
@@ -809,7 +1226,12 @@ async fn the_openapi_document_describes_exactly_the_routes_and_who_may_call_them
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             described.insert((method.to_uppercase(), path.clone()));
-            let roles: Vec<&str> = op["x-roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+            let roles: Vec<&str> = op["x-roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
             let want: Vec<&str> = expected()[&(method.to_uppercase().as_str(), path.as_str())]
                 .iter()
                 .map(|r| r.as_str())
@@ -819,8 +1241,16 @@ async fn the_openapi_document_describes_exactly_the_routes_and_who_may_call_them
             b.sort();
             assert_eq!(a, b, "{method} {path}");
             // Every path parameter is declared.
-            let declared: Vec<&str> = op["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-            for seg in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for seg in path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            {
                 assert!(declared.contains(&seg), "{method} {path} lacks {seg}");
             }
         }

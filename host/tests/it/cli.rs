@@ -1,8 +1,8 @@
 //! The `glucoguard` binary as a user runs it: `backtest`, `rules inspect`, `rules release`,
 //! and `run` stopped by SIGTERM or Ctrl-C with `/health` and `/ready` on the way.
 
-use glucoguard::store::prelude::*;
 use crate::support::*;
+use glucoguard::store::prelude::*;
 
 use glucoguard::store::sqlite::SqliteStore;
 use std::path::Path;
@@ -436,7 +436,8 @@ async fn rules_release_clears_a_quarantine() {
         .put_rule_version(
             rule.info(),
             rule.sha256(),
-            &plugin("glucoguard_default_rule"), &crate::support::audit(),
+            &plugin("glucoguard_default_rule"),
+            &crate::support::audit(),
         )
         .await
         .unwrap();

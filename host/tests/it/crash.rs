@@ -14,8 +14,8 @@
 //! The console notifier prints one `ALERT … id=<alert id>` line per notified alert; each
 //! child's stdout is read through a pipe, so the notifications of every run are counted.
 
-use glucoguard::store::prelude::*;
 use crate::support::plugin_path;
+use glucoguard::store::prelude::*;
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, Cursor};
 use glucoguard_simulator::{SimConfig, Simulator};

@@ -106,9 +106,12 @@ async fn invalid_items_are_reported_per_item_and_dead_lettered() {
         glucose_json("ok-2", 1, T0 + MIN, 101.0)
     );
     let (u, b) = (url.clone(), batch.clone());
-    let (status, body) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
-        .await
-        .unwrap();
+    let (status, body) = tokio::task::spawn_blocking({
+        let t = token.clone();
+        move || post(&t, &u, &b)
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["received"], 4);
     assert_eq!(body["accepted"], 2);
@@ -123,9 +126,12 @@ async fn invalid_items_are_reported_per_item_and_dead_lettered() {
     assert_eq!(body["rejected"][1]["index"], 3);
 
     let u = url.clone();
-    let (status, body) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, "{oops") })
-        .await
-        .unwrap();
+    let (status, body) = tokio::task::spawn_blocking({
+        let t = token.clone();
+        move || post(&t, &u, "{oops")
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert!(
         body["error"].as_str().unwrap().contains("malformed JSON"),
@@ -155,9 +161,12 @@ async fn dimension_data_from_the_simulator_lands_in_the_store() {
     let dims = glucoguard_simulator::dimensions(42, 12);
     let body = serde_json::to_string(&dims).unwrap();
     let (u, b) = (url.clone(), body.clone());
-    let (status, counts) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
-        .await
-        .unwrap();
+    let (status, counts) = tokio::task::spawn_blocking({
+        let t = token.clone();
+        move || post(&t, &u, &b)
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{counts}");
     assert_eq!(counts["patients"], 12);
     assert_eq!(counts["devices"], dims.devices.len());
@@ -165,16 +174,22 @@ async fn dimension_data_from_the_simulator_lands_in_the_store() {
     assert_eq!(counts["subscriptions"], dims.subscriptions.len());
     // Idempotent: the same document again changes no counts.
     let (u, b) = (url.clone(), body);
-    let (_, again) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &u, &b) })
-        .await
-        .unwrap();
+    let (_, again) = tokio::task::spawn_blocking({
+        let t = token.clone();
+        move || post(&t, &u, &b)
+    })
+    .await
+    .unwrap();
     assert_eq!(again, counts);
     // A document with a dangling reference is refused with the reason.
     let mut bad: serde_json::Value = serde_json::to_value(&dims).unwrap();
     bad["devices"][0]["patient_id"] = serde_json::json!(999);
-    let (status, err) = tokio::task::spawn_blocking({ let t = token.clone(); move || post(&t, &url, &bad.to_string()) })
-        .await
-        .unwrap();
+    let (status, err) = tokio::task::spawn_blocking({
+        let t = token.clone();
+        move || post(&t, &url, &bad.to_string())
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert!(
         err["error"]

@@ -3,11 +3,11 @@
 //! source, real rule components). The engine-level holes (poison readings, bounded
 //! isolation, non-finite values) are in `sandbox.rs`, the store-level ones in `store.rs`.
 
-use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::app::{self, App};
 use glucoguard::config::{Config, RuleConfig};
 use glucoguard::model::{Alert, ParamValue};
+use glucoguard::store::prelude::*;
 use glucoguard::store::{AlertStatus, RuleState};
 use std::path::Path;
 use std::time::Duration;
@@ -50,14 +50,17 @@ async fn hole1_a_failed_rule_reload_keeps_the_running_rules() {
     let mut params = std::collections::BTreeMap::new();
     params.insert("no_such_param".to_owned(), ParamValue::Float(1.0));
     app.store
-        .put_rule_state(&RuleState {
-            name: "default-glucose".into(),
-            active_version: "1.0.0".into(),
-            enabled: true,
-            params,
-            updated_at_ms: T0,
-            shadow: None,
-        }, &crate::support::audit())
+        .put_rule_state(
+            &RuleState {
+                name: "default-glucose".into(),
+                active_version: "1.0.0".into(),
+                enabled: true,
+                params,
+                updated_at_ms: T0,
+                shadow: None,
+            },
+            &crate::support::audit(),
+        )
         .await
         .unwrap();
     let err = app.handle.reload_rules().await.unwrap_err();
@@ -115,11 +118,18 @@ async fn hole3_a_quarantined_version_does_not_stop_the_restart_and_can_be_releas
             .any(|(a, _)| a.reading_id.ends_with(":after"))
     );
     let looping = stats.quarantined[0].rule.clone();
-    app.handle.release_rule(&looping, &crate::support::system()).await.unwrap();
+    app.handle
+        .release_rule(&looping, &crate::support::system())
+        .await
+        .unwrap();
     let stats = app.handle.stats();
     assert!(stats.quarantined.is_empty(), "{:?}", stats.quarantined);
     assert_eq!(stats.rules.len(), 2, "the released version runs again");
-    let again = app.handle.release_rule(&looping, &crate::support::system()).await.unwrap_err();
+    let again = app
+        .handle
+        .release_rule(&looping, &crate::support::system())
+        .await
+        .unwrap_err();
     assert!(again.to_string().contains("not quarantined"), "{again}");
     stop(app).await;
 }

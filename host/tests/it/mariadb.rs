@@ -7,7 +7,6 @@
 //! (and under plain `cargo test`). When the server is unreachable every test here fails, naming
 //! the command that starts it.
 
-use glucoguard::store::prelude::*;
 use crate::store;
 use crate::support::*;
 use glucoguard::app;
@@ -15,6 +14,7 @@ use glucoguard::config::{Config, RuleConfig, StoreConfig};
 use glucoguard::model::ParamValue;
 use glucoguard::pipeline::PipelineConfig;
 use glucoguard::store::mysql::{MIGRATIONS, MySqlOptions, MySqlStore, MySqlUrl};
+use glucoguard::store::prelude::*;
 use glucoguard::store::{Store, WriteBatch};
 use sqlx::{Connection, MySqlConnection};
 use std::future::Future;

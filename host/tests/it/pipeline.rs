@@ -180,10 +180,19 @@ async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once
     send_range(0..N / 3).await.unwrap();
     wait_acked((N / 3) as u64).await;
     let during = send_range(N / 3..2 * N / 3);
-    app.handle.rules().disable("default-glucose", &crate::support::system()).await.unwrap();
     app.handle
         .rules()
-        .enable(&trap.name, None, Some(BTreeMap::new()), &crate::support::system())
+        .disable("default-glucose", &crate::support::system())
+        .await
+        .unwrap();
+    app.handle
+        .rules()
+        .enable(
+            &trap.name,
+            None,
+            Some(BTreeMap::new()),
+            &crate::support::system(),
+        )
         .await
         .unwrap();
     app.handle.reload_rules().await.unwrap();

@@ -1,9 +1,9 @@
 //! The scheduled retention job on a running store: old readings leave on its first pass and
 //! on later ticks, newer readings and all alerts stay.
 
-use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::config::RetentionConfig;
+use glucoguard::store::prelude::*;
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, Store, WriteBatch};
 use std::sync::Arc;

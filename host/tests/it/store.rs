@@ -1,12 +1,12 @@
 //! The store contract, written once against `dyn Store` and run against every implementation:
 //! SQLite here, MySQL/MariaDB in `mariadb.rs` (one test there per `pub(crate)` suite function).
 
-use glucoguard::store::prelude::*;
 use crate::support::*;
 use glucoguard::model::dims::{
     Device, DeviceModel, Dimensions, Manufacturer, Patient, Subscriber, Subscription,
 };
 use glucoguard::model::{Alert, DeadLetter, FaultKind, ReadingKind, RuleFault, RuleRef};
+use glucoguard::store::prelude::*;
 use glucoguard::store::sqlite::SqliteStore;
 use glucoguard::store::{AlertStatus, Cursor, Purged, RuleState, Store, StoreError, WriteBatch};
 use std::collections::BTreeMap;
@@ -277,11 +277,21 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
     let engine = engine();
     let rule = load(&engine, "glucoguard_default_rule");
     store
-        .put_rule_version(rule.info(), rule.sha256(), b"bytes", &crate::support::audit())
+        .put_rule_version(
+            rule.info(),
+            rule.sha256(),
+            b"bytes",
+            &crate::support::audit(),
+        )
         .await
         .unwrap();
     store
-        .put_rule_version(rule.info(), rule.sha256(), b"bytes", &crate::support::audit())
+        .put_rule_version(
+            rule.info(),
+            rule.sha256(),
+            b"bytes",
+            &crate::support::audit(),
+        )
         .await
         .unwrap();
     let err = store
@@ -304,12 +314,18 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
         updated_at_ms: 5,
         shadow: None,
     };
-    store.put_rule_state(&state, &crate::support::audit()).await.unwrap();
     store
-        .put_rule_state(&RuleState {
-            enabled: false,
-            ..state.clone()
-        }, &crate::support::audit())
+        .put_rule_state(&state, &crate::support::audit())
+        .await
+        .unwrap();
+    store
+        .put_rule_state(
+            &RuleState {
+                enabled: false,
+                ..state.clone()
+            },
+            &crate::support::audit(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -330,7 +346,10 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
             .as_deref(),
         Some("too many traps")
     );
-    store.release_quarantine(&rule.rule_ref(), &crate::support::audit()).await.unwrap();
+    store
+        .release_quarantine(&rule.rule_ref(), &crate::support::audit())
+        .await
+        .unwrap();
     assert_eq!(
         store.rule_versions().await.unwrap()[0].quarantine_reason,
         None
@@ -442,7 +461,10 @@ pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn St
         subscriber_id: 2,
         patient_id: 3,
     });
-    store.put_dimensions(&more, &crate::support::audit()).await.unwrap();
+    store
+        .put_dimensions(&more, &crate::support::audit())
+        .await
+        .unwrap();
     assert_eq!(
         shape(store.counts().await.unwrap()),
         (3, 2, 2, 4),
@@ -453,7 +475,10 @@ pub(crate) async fn dimensions_are_upserted_in_one_transaction(store: Arc<dyn St
     bad.patients[0].patient_id = 9;
     bad.subscriptions.clear();
     assert!(
-        store.put_dimensions(&bad, &crate::support::audit()).await.is_err(),
+        store
+            .put_dimensions(&bad, &crate::support::audit())
+            .await
+            .is_err(),
         "role `hacker` is refused"
     );
     assert_eq!(

@@ -261,7 +261,9 @@ pub fn cli_token(config: &std::path::Path) -> String {
 /// As [`cli_token`], with environment variables the config refers to (a store URL).
 pub fn cli_token_with(config: &std::path::Path, env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glucoguard"))
-        .args(["tokens", "add", "--name", "test", "--role", "admin", "--config"])
+        .args([
+            "tokens", "add", "--name", "test", "--role", "admin", "--config",
+        ])
         .arg(config)
         .envs(env.iter().copied())
         .output()

@@ -4,8 +4,8 @@
 //! into a `high-reading` one).
 
 use glucoguard_sdk::{
-    Alert, ParamSpec, Params, Reading, ReadingKind, Rule, RuleInfo, Severity, WindowSpec,
-    Windows, export_rule,
+    Alert, ParamSpec, Params, Reading, ReadingKind, Rule, RuleInfo, Severity, WindowSpec, Windows,
+    export_rule,
 };
 
 /// Default of `high_mg_dl` in this version.
@@ -51,13 +51,23 @@ impl Rule for DefaultRuleNext {
             let average = windows.get(i, 0).mean;
             if mg_dl > high {
                 alerts.push(
-                    Alert::new(i, "high-reading", Severity::Warning, format!("above {high:.0}"))
-                        .with_value(mg_dl),
+                    Alert::new(
+                        i,
+                        "high-reading",
+                        Severity::Warning,
+                        format!("above {high:.0}"),
+                    )
+                    .with_value(mg_dl),
                 );
             } else if average > avg_high {
                 alerts.push(
-                    Alert::new(i, "high-average", Severity::Warning, format!("average above {avg_high:.0}"))
-                        .with_value(average),
+                    Alert::new(
+                        i,
+                        "high-average",
+                        Severity::Warning,
+                        format!("average above {avg_high:.0}"),
+                    )
+                    .with_value(average),
                 );
             }
         }

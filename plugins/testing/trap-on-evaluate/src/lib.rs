@@ -14,8 +14,7 @@ impl Rule for TrapOnEvaluate {
         RuleInfo {
             name: "trap-on-evaluate".into(),
             version: "0.1.0".into(),
-            description: "Test guest: a valid description, but every evaluate call panics."
-                .into(),
+            description: "Test guest: a valid description, but every evaluate call panics.".into(),
             kinds: vec![ReadingKind::Glucose, ReadingKind::Device],
             windows: vec![],
             params: vec![],
