@@ -234,7 +234,8 @@ fn dedup_copy<'b>(readings: impl Iterator<Item = &'b Reading>) -> (Cow<'static, 
 pub struct PeriodRun {
     /// The rule version that ran.
     pub rule: RuleRef,
-    /// Alerts on readings in the period, in event-time order of their readings.
+    /// Alerts on readings in the period, batch after batch in event-time order (within a
+    /// batch in the rule's order).
     pub alerts: Vec<Alert>,
     pub faults: FaultReport,
     /// Readings in the period, and before it (lookback), after dropping repeats.
