@@ -15,6 +15,10 @@
 //!   other on one thread (`backtest::run_period`, the path `backtest::run` takes), without
 //!   comparing their alerts (which favours the baseline).
 //!
+//! - (d) for reading the ratio: the two `run_period`s of (c) on two threads, still without
+//!   comparing. (b) against (d) is what the comparison costs; (d) against (c) shows whether
+//!   the machine gave the run its two cores (other work on a shared machine takes them).
+//!
 //! Before printing, the diff's totals are checked against the difference of the two full
 //! runs' alert sets (by reading id and code). Rounds of (b) and (c) are interleaved and the
 //! median is reported, to damp noise on shared machines.
@@ -165,7 +169,8 @@ fn main() {
     );
 
     // (b) and (c), interleaved.
-    let (mut diff_secs, mut baseline_secs) = (Vec::new(), Vec::new());
+    let (mut diff_secs, mut baseline_secs, mut parallel_secs) =
+        (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..rounds {
         let t = Instant::now();
@@ -184,6 +189,18 @@ fn main() {
         let candidate =
             backtest::run_period(rule.clone(), &candidate_params, &loaded, period).unwrap();
         baseline_secs.push(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let (b, c) = std::thread::scope(|s| {
+            let b = s.spawn(|| backtest::run_period(rule.clone(), &base_params, &loaded, period));
+            let c = backtest::run_period(rule.clone(), &candidate_params, &loaded, period);
+            (b.join().unwrap().unwrap(), c.unwrap())
+        });
+        parallel_secs.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            (b.alerts.len(), c.alerts.len()),
+            (base.alerts.len(), candidate.alerts.len())
+        );
         last = Some((d, base, candidate));
     }
     let (d, base, candidate) = last.expect("at least one round");
@@ -208,7 +225,12 @@ fn main() {
     assert_eq!(d.base_faults, Default::default());
     assert!(d.added > 0 && d.removed > 0, "the thresholds differ");
 
-    let (load_s, diff_s, base_s) = (median(load_secs), median(diff_secs), median(baseline_secs));
+    let (load_s, diff_s, base_s, par_s) = (
+        median(load_secs),
+        median(diff_secs),
+        median(baseline_secs),
+        median(parallel_secs),
+    );
     let per_sec = |s: f64| d.readings_evaluated as f64 / s / 1e6;
     println!(
         "\nperiod: {} readings evaluated (+{} lookback); default rule (115 / 105 mg/dL) vs high_mg_dl = {CANDIDATE_HIGH_MG_DL}: {} vs {} alerts, {} added, {} removed, {} unchanged (checked against the two full runs); median of {rounds} rounds, {} cores",
@@ -221,6 +243,15 @@ fn main() {
         d.unchanged,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "load average at the end (1, 5, 15 min): {}",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     println!("\n| step | seconds | M readings/s | × baseline |\n|---|---:|---:|---:|");
     println!(
         "| (a) load period + lookback from SQLite (`readings_since` pages of {PAGE}) | {load_s:.3} | {:.2} | |",
@@ -234,6 +265,11 @@ fn main() {
     println!(
         "| (c) baseline: `run_period` base then candidate, one thread, no comparison | {base_s:.3} | {:.2} | 1.00 |",
         per_sec(base_s)
+    );
+    println!(
+        "| (d) `run_period` base and candidate on two threads, no comparison | {par_s:.3} | {:.2} | {:.2} |",
+        per_sec(par_s),
+        par_s / base_s
     );
     println!(
         "| (a) + (b): what the admin route costs | {:.3} | {:.2} | |",

@@ -573,7 +573,10 @@ async fn backtest_rule(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("backtest panicked: {e}")))?
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    .map_err(|e| match e {
+        crate::backtest::BacktestError::Io(io) => ApiError::Internal(io.to_string()),
+        other => ApiError::BadRequest(other.to_string()),
+    })?;
     s.store.append_audit(&audit).await?;
     Ok(Json(result))
 }
