@@ -271,11 +271,13 @@ pub async fn start_with(
                 .local_addr()
                 .map_err(|source| StartError::Listen { addr, source })?;
             let admin_store: Arc<dyn crate::store::AdminStore> = store.clone();
-            let router = crate::admin::router(
+            let mut admin =
                 crate::admin::AdminState::new(admin_store, handle.clone(), http_tls.is_some())
-                    .with_live(live.clone()),
-                handle.embedded_source("http"),
-            );
+                    .with_live(live.clone());
+            if let Some(a) = &analytics {
+                admin = admin.with_analytics(a.clone());
+            }
+            let router = crate::admin::router(admin, handle.embedded_source("http"));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let tls = http_tls.is_some();
             let task = tokio::spawn(async move {

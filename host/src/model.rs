@@ -163,6 +163,23 @@ impl Reading {
     }
 }
 
+/// The subjects a scoped rule evaluates, resolved from its scope against the directory: the
+/// patients' glucose readings and their devices' telemetry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeMembers {
+    pub patients: std::collections::HashSet<u64>,
+    pub devices: std::collections::HashSet<u64>,
+}
+
+impl ScopeMembers {
+    pub fn admits(&self, reading: &Reading) -> bool {
+        match &reading.body {
+            Body::Glucose(g) => self.patients.contains(&g.patient_id),
+            Body::Device(d) => self.devices.contains(&d.device_id),
+        }
+    }
+}
+
 /// Whose history a reading belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectKey {

@@ -2,12 +2,22 @@
 //!
 //! - `build-plugins`: build every rule guest in `plugins/` for wasm32-wasip2 (installs the
 //!   target with rustup when missing) and print where they are.
-//! - `demo [ARGS…]`: build the plugins, then run `glucoguard demo` with the default rule.
+//! - `build-web`: bundle the web admin's scripts and styles (`web/src/app.js`,
+//!   `web/styles/app.css`) with esbuild into `web/dist/app.js` and `web/dist/app.css`, which
+//!   the host embeds; runs `npm ci` first when `node_modules` has no esbuild. Every command
+//!   below that builds the host runs it first.
+//! - `demo [ARGS…]`: build the web bundle and the plugins, then run `glucoguard demo` with the
+//!   default rule.
 //! - `backfill [ARGS…]`: the same in a release build at full speed, e.g.
 //!   `cargo xtask backfill --patients 100 --duration 30d --db glucoguard.db`.
-//! - `test`: build the plugins, run the plugin unit tests natively, then the whole workspace
-//!   test suite (cargo-nextest when installed, else cargo test).
-//! - `bench`: build the plugins and run every benchmark; each prints the tables `BENCHMARKS.md` quotes (copy them there by hand: figures are not rewritten automatically).
+//! - `test`: build the web bundle and the plugins, run the plugin unit tests natively, then the
+//!   whole workspace test suite (cargo-nextest when installed, else cargo test), then the
+//!   browser tests.
+//! - `browser-test [FILTER…]`: build the web bundle, the plugins and the `glucoguard` binary,
+//!   then run the browser tests (`node web/tests/run.mjs`: headless Chromium through
+//!   playwright-core; FILTER keeps the test files whose name contains it). Screenshots land in
+//!   `target/browser-screenshots/`.
+//! - `bench`: build the web bundle and the plugins and run every benchmark; each prints the tables `BENCHMARKS.md` quotes (copy them there by hand: figures are not rewritten automatically).
 //! - `lint`: rustfmt check and clippy with warnings denied.
 
 use anyhow::{Context, Result, bail};
@@ -22,14 +32,16 @@ fn main() -> Result<()> {
         "build-plugins" => {
             build_plugins().map(|dir| println!("plugins built in {}", dir.display()))
         }
+        "build-web" => build_web().map(|_| ()),
         "demo" => demo(&rest, "demo", false),
         "backfill" => demo(&rest, "backfill", true),
         "test" => test(&rest),
+        "browser-test" => browser_test(&rest),
         "bench" => bench(&rest),
         "lint" => lint(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | demo [ARGS…] | test [ARGS…] | bench | lint>"
+                "usage: cargo xtask <build-plugins | build-web | demo [ARGS…] | test [ARGS…] | browser-test [FILTER…] | bench | lint>"
             );
             std::process::exit(2);
         }
@@ -108,6 +120,58 @@ fn build_plugins() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The web bundle esbuild writes and the host embeds.
+fn web_dist() -> PathBuf {
+    root().join("web").join("dist")
+}
+
+/// A tool npm installed into `node_modules/.bin`.
+fn node_bin(name: &str) -> PathBuf {
+    let file = if cfg!(windows) {
+        format!("{name}.cmd")
+    } else {
+        name.to_owned()
+    };
+    root().join("node_modules").join(".bin").join(file)
+}
+
+/// Bundles the web admin with esbuild from `node_modules` (installed from the lockfile with
+/// `npm ci` when esbuild is missing; esbuild's binary is the optional dependency
+/// `@esbuild/<platform>`, so never install with `--omit=optional`). Minified, no source maps,
+/// and `web/dist` is emptied first so nothing stale is embedded.
+fn build_web() -> Result<PathBuf> {
+    let esbuild = node_bin("esbuild");
+    if !esbuild.exists() {
+        run(Command::new("npm")
+            .current_dir(root())
+            .args(["ci", "--no-audit", "--no-fund"]))
+        .context("installing the web build tools failed (Node.js and npm are needed: `apt-get install nodejs npm`)")?;
+    }
+    let dist = web_dist();
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist)
+            .with_context(|| format!("cannot empty {}", dist.display()))?;
+    }
+    run(Command::new(&esbuild).current_dir(root()).args([
+        "web/src/app.js",
+        "web/styles/app.css",
+        "--bundle",
+        "--minify",
+        "--target=es2022",
+        "--outdir=web/dist",
+        "--entry-names=[name]",
+        "--log-level=warning",
+    ]))?;
+    for name in ["app.js", "app.css"] {
+        let path = dist.join(name);
+        let len = std::fs::metadata(&path)
+            .with_context(|| format!("esbuild did not write {}", path.display()))?
+            .len();
+        println!("{}: {:.1} KiB", path.display(), len as f64 / 1024.0);
+    }
+    Ok(dist)
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
@@ -116,6 +180,7 @@ fn cargo() -> Command {
 }
 
 fn demo(args: &[String], command: &str, release: bool) -> Result<()> {
+    build_web()?;
     let dir = build_plugins()?;
     let rule = dir.join("glucoguard_default_rule.wasm");
     let mut c = cargo();
@@ -141,32 +206,68 @@ fn has_nextest() -> bool {
 }
 
 fn test(args: &[String]) -> Result<()> {
+    build_web()?;
     build_plugins()?;
     // The rule crates' own unit tests run natively (no --target).
     run(Command::new(env!("CARGO"))
         .current_dir(root().join("plugins"))
         .args(["test", "--locked", "--workspace"])
         .env("CARGO_TARGET_DIR", target_dir().join("plugins-native")))?;
-    if has_nextest() {
+    let workspace = if has_nextest() {
         // nextest does not run doctests: run them first, so the suite's summary closes the run.
-        run(cargo().args(["test", "--locked", "--workspace", "--doc"]))?;
-        run(cargo()
-            .args([
-                "nextest",
-                "run",
-                "--locked",
-                "--workspace",
-                "--no-fail-fast",
-            ])
-            .args(args))
+        run(cargo().args(["test", "--locked", "--workspace", "--doc"])).and_then(|()| {
+            run(cargo()
+                .args([
+                    "nextest",
+                    "run",
+                    "--locked",
+                    "--workspace",
+                    "--no-fail-fast",
+                ])
+                .args(args))
+        })
     } else {
         run(cargo()
             .args(["test", "--locked", "--workspace", "--no-fail-fast"])
             .args(args))
-    }
+    };
+    // The browser tests run even when a cargo test failed, so one run reports both.
+    let browser = run_browser_tests(&[]);
+    workspace.and(browser)
+}
+
+/// `browser-test`: everything the browser tests need, then the tests.
+fn browser_test(filters: &[String]) -> Result<()> {
+    build_web()?;
+    build_plugins()?;
+    run_browser_tests(filters)
+}
+
+/// Builds the `glucoguard` binary (embedding the current web bundle) and runs
+/// `node web/tests/run.mjs` against it; the test harness finds it through `GLUCOGUARD_BIN`
+/// and the rule components through `GLUCOGUARD_PLUGIN_DIR`.
+fn run_browser_tests(filters: &[String]) -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--package",
+        "glucoguard",
+        "--bin",
+        "glucoguard",
+    ]))?;
+    let bin = target_dir()
+        .join("debug")
+        .join(format!("glucoguard{}", std::env::consts::EXE_SUFFIX));
+    run(Command::new("node")
+        .current_dir(root())
+        .arg("web/tests/run.mjs")
+        .args(filters)
+        .env("GLUCOGUARD_BIN", &bin)
+        .env("GLUCOGUARD_PLUGIN_DIR", plugin_dir()))
 }
 
 fn bench(args: &[String]) -> Result<()> {
+    build_web()?;
     build_plugins()?;
     for (package, bench) in [
         ("glucoguard", "rules"),
@@ -192,6 +293,8 @@ fn bench(args: &[String]) -> Result<()> {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // Clippy compiles the host, which embeds the bundle.
+    build_web()?;
     run(cargo().args([
         "clippy",
         "--locked",

@@ -71,6 +71,12 @@ pub(super) fn routes() -> Vec<(
             put(set_params),
         ),
         (
+            Method::PUT,
+            "/api/rules/{name}/scope",
+            ADMIN,
+            put(set_scope),
+        ),
+        (
             Method::POST,
             "/api/rules/{name}/backtest",
             ADMIN,
@@ -215,7 +221,7 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
     }
 }
 
-fn principal_sees(p: &Principal, patient: u64) -> Result<(), ApiError> {
+pub(super) fn principal_sees(p: &Principal, patient: u64) -> Result<(), ApiError> {
     // Not 403: whether a patient exists is itself health data.
     if p.visible.allows(patient) {
         Ok(())
@@ -293,15 +299,25 @@ pub(super) async fn me(Extension(p): Extension<Principal>) -> Json<serde_json::V
 
 /// A rule with its state, versions and live counters.
 #[derive(serde::Serialize)]
-struct RuleView {
-    name: String,
-    state: Option<crate::store::RuleState>,
-    versions: Vec<crate::store::RuleVersionRecord>,
-    running: Option<crate::pipeline::RuleStatus>,
+pub(crate) struct RuleView {
+    pub name: String,
+    pub state: Option<crate::store::RuleState>,
+    pub versions: Vec<crate::store::RuleVersionRecord>,
+    pub running: Option<crate::pipeline::RuleStatus>,
 }
 
-async fn rules(State(s): State<AdminState>) -> Api<Vec<RuleView>> {
-    let states = s.store.rule_states().await?;
+pub(crate) async fn rules(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+) -> Api<Vec<RuleView>> {
+    let mut states = s.store.rule_states().await?;
+    // A clinician sees a scope's patients only where they follow them: who else a rule
+    // watches is not theirs to know.
+    for st in &mut states {
+        if let crate::store::RuleScope::Patients { patients } = &mut st.scope {
+            patients.retain(|&id| p.visible.allows(id));
+        }
+    }
     let versions = s.store.rule_versions().await?;
     let stats = s.pipeline.stats();
     let mut names: Vec<String> = versions.iter().map(|v| v.info.name.clone()).collect();
@@ -401,7 +417,7 @@ struct EnableBody {
 
 /// Applies a rule change and swaps the running set; a reload failure is reported (the
 /// stored state stays, and the running set is unchanged).
-async fn reload_after(s: &AdminState) -> Result<(), ApiError> {
+pub(super) async fn reload_after(s: &AdminState) -> Result<(), ApiError> {
     s.pipeline.reload_rules().await.map_err(ApiError::from)
 }
 
@@ -469,6 +485,21 @@ async fn set_params(
     Ok(Json(state))
 }
 
+/// `PUT /api/rules/{name}/scope`: `{"kind":"all"}`, `{"kind":"profiles","profiles":[…]}`
+/// or `{"kind":"patients","patients":[…]}`; the rule and its shadow run under it from the
+/// next batch.
+async fn set_scope(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Api<crate::store::RuleState> {
+    let scope: crate::store::RuleScope = body(&bytes)?;
+    let state = s.pipeline.rules().set_scope(&name, scope, &p.actor).await?;
+    reload_after(&s).await?;
+    Ok(Json(state))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BacktestBody {
@@ -494,7 +525,7 @@ const MAX_BACKTEST_DAYS: i64 = 92;
 /// parameters) would change over a stored period, against the active version: alerts added
 /// and removed per patient, with counts and examples (`backtest::diff`). Glucose history
 /// only (device telemetry is not replayed here).
-async fn backtest_rule(
+pub(crate) async fn backtest_rule(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
@@ -641,7 +672,7 @@ async fn release_rule(
 
 // ---- directory ----
 
-async fn patients(
+pub(crate) async fn patients(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ListQuery>,
@@ -649,7 +680,7 @@ async fn patients(
     Ok(Json(s.store.patients(&q, &p.visible).await?))
 }
 
-async fn patient(
+pub(crate) async fn patient(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<u64>,
@@ -689,6 +720,8 @@ async fn create_patient(
         .actor
         .audit("patient.create", format!("patient:{}", p.patient_id));
     s.store.put_patient(&p, true, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
 
@@ -717,6 +750,8 @@ async fn update_patient(
         .audit("patient.update", format!("patient:{id}"))
         .with_after(serde_json::json!({ "changed": changed }));
     s.store.put_patient(&p, false, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok(Json(p))
 }
 
@@ -741,10 +776,12 @@ async fn delete_patient(
 ) -> Result<StatusCode, ApiError> {
     let audit = pr.actor.audit("patient.delete", format!("patient:{id}"));
     s.store.delete_patient(id, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn followers(
+pub(crate) async fn followers(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<u64>,
@@ -753,7 +790,7 @@ async fn followers(
     Ok(Json(s.store.followers(id).await?))
 }
 
-async fn devices(
+pub(crate) async fn devices(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ListQuery>,
@@ -801,6 +838,8 @@ async fn create_device(
         .audit("device.create", format!("device:{}", d.device_id))
         .with_after(&d);
     s.store.put_device(&d, true, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok((StatusCode::CREATED, Json(d)))
 }
 
@@ -820,6 +859,8 @@ async fn update_device(
         .with_before(before)
         .with_after(&d);
     s.store.put_device(&d, false, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok(Json(d))
 }
 
@@ -830,10 +871,12 @@ async fn delete_device(
 ) -> Result<StatusCode, ApiError> {
     let audit = pr.actor.audit("device.delete", format!("device:{id}"));
     s.store.delete_device(id, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    reload_after(&s).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn subscribers(
+pub(crate) async fn subscribers(
     State(s): State<AdminState>,
     Query(q): Query<ListQuery>,
 ) -> Api<crate::store::directory::Page<crate::store::directory::SubscriberRecord>> {
@@ -956,7 +999,7 @@ async fn unsubscribe(
 
 // ---- alerts ----
 
-async fn alerts(
+pub(crate) async fn alerts(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(mut f): Query<AlertFilter>,
@@ -970,7 +1013,7 @@ async fn alerts(
 
 /// The alert, if this principal may see its patient (alerts on telemetry without a patient
 /// are for admins).
-async fn visible_alert(
+pub(crate) async fn visible_alert(
     s: &AdminState,
     p: &Principal,
     id: &str,
@@ -986,7 +1029,7 @@ async fn visible_alert(
         .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))
 }
 
-async fn alert(
+pub(crate) async fn alert(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
@@ -1153,11 +1196,11 @@ async fn replay_dead_letter(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct LimitQuery {
-    limit: Option<u32>,
+pub(crate) struct LimitQuery {
+    pub limit: Option<u32>,
 }
 
-async fn dead_letters(
+pub(crate) async fn dead_letters(
     State(s): State<AdminState>,
     Query(q): Query<LimitQuery>,
 ) -> Api<Vec<serde_json::Value>> {
@@ -1181,7 +1224,7 @@ async fn dead_letters(
     ))
 }
 
-async fn rule_faults(
+pub(crate) async fn rule_faults(
     State(s): State<AdminState>,
     Query(q): Query<LimitQuery>,
 ) -> Api<Vec<crate::model::RuleFault>> {
@@ -1361,7 +1404,7 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn audit_log(
+pub(crate) async fn audit_log(
     State(s): State<AdminState>,
     Query(f): Query<AuditFilter>,
 ) -> Api<Vec<crate::store::accounts::AuditRecord>> {

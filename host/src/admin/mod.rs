@@ -9,6 +9,7 @@ pub mod tls;
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 
 use crate::model::dims::Dimensions;
 use crate::pipeline::{PipelineHandle, PipelineHealth};
@@ -34,6 +35,9 @@ pub struct AdminState {
     pub secure_cookies: bool,
     /// The live alert feed, for `GET /api/alerts/live` (server-sent events).
     pub live: Option<crate::sinks::LiveFeed>,
+    /// The DuckDB analytics the dashboard reads (`[analytics]`); without it the dashboard
+    /// routes answer 503 `analytics_off`.
+    pub analytics: Option<Arc<crate::analytics::AnalyticsSink>>,
 }
 
 impl AdminState {
@@ -44,12 +48,19 @@ impl AdminState {
             throttle: Arc::new(auth::Throttle::default()),
             secure_cookies,
             live: None,
+            analytics: None,
         }
     }
 
     /// Serves the live alert feed to signed-in staff.
     pub fn with_live(mut self, live: crate::sinks::LiveFeed) -> Self {
         self.live = Some(live);
+        self
+    }
+
+    /// Serves the dashboard from this analytics sink's database.
+    pub fn with_analytics(mut self, analytics: Arc<crate::analytics::AnalyticsSink>) -> Self {
+        self.analytics = Some(analytics);
         self
     }
 }
@@ -179,15 +190,28 @@ async fn guard(
         Ok(p) => p,
         // Public routes answer whoever asks, even with a stale cookie.
         Err(_) if access == Access::Public => None,
-        Err(d) => return ApiError::from(d).into_response(),
+        Err(d) => return refuse(&req, d),
     };
     if let Err(d) = auth::authorize(access, principal.as_ref(), req.method(), req.headers()) {
-        return ApiError::from(d).into_response();
+        return refuse(&req, d);
     }
     if let Some(p) = principal {
         req.extensions_mut().insert(p);
     }
     next.run(req).await
+}
+
+/// A refusal: JSON for the API, and for a page the login page (anonymous) or an error page.
+fn refuse(req: &Request, d: Denied) -> Response {
+    if crate::web::is_page(req.uri().path()) {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/web");
+        return crate::web::denied_page(target, matches!(d, Denied::Unauthenticated(_)));
+    }
+    ApiError::from(d).into_response()
 }
 
 /// The whole HTTP surface: every route comes from [`routes`], each behind the guard, so a
@@ -240,6 +264,16 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
         r(Method::POST, "/api/dimensions", ADMIN, post(put_dimensions)),
     ];
     v.extend(api::routes().into_iter().map(|(m, p, a, h)| r(m, p, a, h)));
+    v.extend(
+        dashboard::routes()
+            .into_iter()
+            .map(|(m, p, a, h)| r(m, p, a, h)),
+    );
+    v.extend(
+        crate::web::routes()
+            .into_iter()
+            .map(|(m, p, a, h)| r(m, p, a, h)),
+    );
     v.push(RouteSpec {
         method: Method::POST,
         path: "/api/ingest",
@@ -255,7 +289,7 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
 /// shares. Request and response bodies are not described yet.
 pub fn openapi(table: &[RouteSpec]) -> serde_json::Value {
     let mut paths = serde_json::Map::new();
-    for spec in table {
+    for spec in table.iter().filter(|s| crate::web::is_api(s.path)) {
         let params: Vec<serde_json::Value> = spec
             .path
             .split('/')
@@ -516,5 +550,7 @@ async fn put_dimensions(
         .audit("dimensions.import", "dimensions")
         .with_after(dims.summary());
     s.store.put_dimensions(&dims, &audit).await?;
+    // Scoped rules follow the directory: re-resolve them before answering.
+    api::reload_after(&s).await?;
     Ok(Json(s.store.counts().await?))
 }

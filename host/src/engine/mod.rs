@@ -317,6 +317,8 @@ pub struct ActiveRule {
     recent: RecentOutcomes,
     quarantined: Option<String>,
     metrics: RuleMetrics,
+    /// The subjects this rule evaluates; every reading of a kind it wants when `None`.
+    scope: Option<Arc<crate::model::ScopeMembers>>,
 }
 
 /// The outcome of a rule's most recent evaluated readings, by batch, for the quarantine
@@ -378,7 +380,25 @@ impl ActiveRule {
             recent: RecentOutcomes::default(),
             quarantined: None,
             metrics: RuleMetrics::default(),
+            scope: None,
         }
+    }
+
+    /// Limits the rule to a scope's members (`None`: every subject). Counters, state and
+    /// quarantine are kept: a scope change is not a new rule.
+    pub fn with_scope(mut self, scope: Option<Arc<crate::model::ScopeMembers>>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    pub fn scope(&self) -> Option<&crate::model::ScopeMembers> {
+        self.scope.as_deref()
+    }
+
+    /// Whether this rule evaluates `reading`: a kind it declared, inside its scope.
+    fn admits(&self, reading: &Reading) -> bool {
+        self.compiled.info.wants(reading.kind())
+            && self.scope.as_ref().is_none_or(|s| s.admits(reading))
     }
 
     pub fn info(&self) -> &RuleInfo {
@@ -775,14 +795,13 @@ impl RuleSet {
             if rule.quarantined.is_some() {
                 continue;
             }
-            let info = &rule.compiled.info;
             let indices: Vec<usize> = (0..batch.len())
-                .filter(|&i| info.wants(batch[i].kind()))
+                .filter(|&i| rule.admits(&batch[i]))
                 .collect();
             if indices.is_empty() {
                 continue;
             }
-            let inputs = lower_inputs(info, batch, &indices, history);
+            let inputs = lower_inputs(&rule.compiled.info, batch, &indices, history);
             rule.evaluate(batch, &indices, &inputs, &mut out);
         }
         out

@@ -2,9 +2,9 @@
 //! turned into the [`RuleSet`] the pipeline swaps in between batches.
 
 use crate::engine::{ActiveRule, CompiledRule, Engine, RuleSet};
-use crate::model::{ParamValue, RuleInfo, RuleRef, now_ms};
+use crate::model::{ParamValue, RuleInfo, RuleRef, ScopeMembers, now_ms};
 use crate::store::accounts::Actor;
-use crate::store::{RuleState, Store, StoreError};
+use crate::store::{RuleScope, RuleState, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -24,12 +24,54 @@ pub enum RuleError {
     Stopped,
 }
 
+/// Most patients one scope may list (a longer list is a profile).
+pub const MAX_SCOPE_PATIENTS: usize = 10_000;
+
+/// Refuses scopes that cannot be what was meant: empty lists (a rule that evaluates no one
+/// is disabled, and says so), blank or overlong profile names, too many patients.
+fn validate_scope(scope: &RuleScope) -> Result<(), RuleError> {
+    match scope {
+        RuleScope::All {} => Ok(()),
+        RuleScope::Profiles { profiles } => {
+            if profiles.is_empty() {
+                return Err(RuleError::Invalid(
+                    "a profile scope names at least one profile; disable the rule to stop it"
+                        .into(),
+                ));
+            }
+            if let Some(p) = profiles
+                .iter()
+                .find(|p| p.trim().is_empty() || p.len() > 64)
+            {
+                return Err(RuleError::Invalid(format!(
+                    "profile {p:?} must be 1 to 64 characters, not blank"
+                )));
+            }
+            Ok(())
+        }
+        RuleScope::Patients { patients } => {
+            if patients.is_empty() {
+                return Err(RuleError::Invalid(
+                    "a patient scope lists at least one patient; disable the rule to stop it"
+                        .into(),
+                ));
+            }
+            if patients.len() > MAX_SCOPE_PATIENTS {
+                return Err(RuleError::Invalid(format!(
+                    "a scope lists at most {MAX_SCOPE_PATIENTS} patients; scope by profile instead"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What a rule set will be, with every fallible step (store reads, compilation, parameter
 /// validation) already done: [`RulePlan::assemble`] cannot fail, so a failed reload leaves
 /// the running set as it was.
 #[derive(Debug)]
 pub struct RulePlan {
-    wanted: Vec<(Arc<CompiledRule>, Vec<ParamValue>)>,
+    wanted: Vec<Wanted>,
     /// The versions among `wanted` that run in shadow: their alerts are recorded apart and
     /// never notified.
     pub shadow: std::collections::HashSet<RuleRef>,
@@ -37,22 +79,38 @@ pub struct RulePlan {
     pub quarantined: Vec<(RuleRef, String)>,
 }
 
+/// One version the rule set will run, with its resolved parameters and scope.
+#[derive(Debug)]
+struct Wanted {
+    compiled: Arc<CompiledRule>,
+    params: Vec<ParamValue>,
+    scope: Option<Arc<ScopeMembers>>,
+}
+
 impl RulePlan {
-    /// The rule set: unchanged rules keep their instance and counters from `current`.
+    /// The rule set: unchanged rules keep their instance and counters from `current` (a
+    /// changed scope alone is not a change: the instance takes the new scope).
     pub fn assemble(self, mut current: Vec<ActiveRule>) -> RuleSet {
         let mut rules = Vec::with_capacity(self.wanted.len());
-        for (compiled, params) in self.wanted {
-            if let Some(pos) = current.iter().position(|r| {
-                r.compiled().sha256() == compiled.sha256()
-                    && r.params() == params.as_slice()
+        for w in self.wanted {
+            let rule = match current.iter().position(|r| {
+                r.compiled().sha256() == w.compiled.sha256()
+                    && r.params() == w.params.as_slice()
                     && r.quarantined().is_none()
             }) {
-                rules.push(current.swap_remove(pos));
-            } else {
-                rules.push(ActiveRule::with_params(compiled, params));
-            }
+                Some(pos) => current.swap_remove(pos),
+                None => ActiveRule::with_params(w.compiled, w.params),
+            };
+            rules.push(rule.with_scope(w.scope));
         }
         RuleSet::new(rules)
+    }
+
+    /// The scope each planned version runs under (`None`: every patient).
+    pub fn scopes(&self) -> impl Iterator<Item = (RuleRef, Option<&ScopeMembers>)> {
+        self.wanted
+            .iter()
+            .map(|w| (w.compiled.rule_ref(), w.scope.as_deref()))
     }
 }
 
@@ -188,6 +246,10 @@ impl RuleManager {
                 .as_ref()
                 .and_then(|c| c.shadow.clone())
                 .filter(|sh| sh.version != chosen.info.version),
+            scope: current
+                .as_ref()
+                .map(|c| c.scope.clone())
+                .unwrap_or_default(),
         };
         // A restart re-registers the config's rules: what is already so is not rewritten
         // (nor audited again).
@@ -344,6 +406,42 @@ impl RuleManager {
         Ok(state)
     }
 
+    /// Limits rule `name` (and its shadow) to a scope: every patient, patients of some
+    /// profiles, or listed patients, each of whom must be in the directory. Audited with
+    /// the scope it replaces.
+    pub async fn set_scope(
+        &self,
+        name: &str,
+        scope: RuleScope,
+        by: &Actor,
+    ) -> Result<RuleState, RuleError> {
+        validate_scope(&scope)?;
+        if let RuleScope::Patients { patients } = &scope {
+            for &id in patients {
+                let live = self
+                    .store
+                    .patient(id)
+                    .await?
+                    .is_some_and(|p| p.deleted_at_ms.is_none());
+                if !live {
+                    return Err(RuleError::Invalid(format!(
+                        "patient {id} is not in the directory; a scope lists registered patients"
+                    )));
+                }
+            }
+        }
+        let current = self.state_of(name).await?;
+        if current.scope == scope {
+            return Ok(current);
+        }
+        let mut state = current.clone();
+        state.scope = scope;
+        state.updated_at_ms = now_ms();
+        self.put_state(&state, Some(&current), "rule.scope", by)
+            .await?;
+        Ok(state)
+    }
+
     /// Builds the rule set the store describes: enabled rules at their active version,
     /// skipping quarantined versions. Unchanged rules keep their instance and counters.
     pub async fn build(&self, current: Vec<ActiveRule>) -> Result<RuleSet, RuleError> {
@@ -419,6 +517,8 @@ impl RuleManager {
             shadow: Default::default(),
             quarantined: Vec::new(),
         };
+        // A rule and its shadow share one resolved scope (so do rules with equal scopes).
+        let mut scopes: Vec<(RuleScope, Option<Arc<ScopeMembers>>)> = Vec::new();
         // Shadows run whether or not the active version is enabled (trying a candidate
         // before ever enabling the rule is the point).
         for s in &states {
@@ -442,7 +542,11 @@ impl RuleManager {
                     RuleError::Invalid(format!("{}@{} (shadow): {e}", s.name, sh.version))
                 })?;
             plan.shadow.insert(v.info.rule_ref());
-            plan.wanted.push((compiled, params));
+            plan.wanted.push(Wanted {
+                compiled,
+                params,
+                scope: self.members(&s.scope, &mut scopes).await?,
+            });
         }
         for s in states.iter().filter(|s| s.enabled) {
             let Some(v) = versions
@@ -458,8 +562,26 @@ impl RuleManager {
             let compiled = self.compiled_version(&v.info.rule_ref(), &v.sha256).await?;
             let params = crate::engine::params::resolve(compiled.info(), &s.params)
                 .map_err(|e| RuleError::Invalid(format!("{}@{}: {e}", s.name, s.active_version)))?;
-            plan.wanted.push((compiled, params));
+            plan.wanted.push(Wanted {
+                compiled,
+                params,
+                scope: self.members(&s.scope, &mut scopes).await?,
+            });
         }
         Ok(plan)
+    }
+
+    /// A scope's members, resolved once per plan for each distinct scope.
+    async fn members(
+        &self,
+        scope: &RuleScope,
+        resolved: &mut Vec<(RuleScope, Option<Arc<ScopeMembers>>)>,
+    ) -> Result<Option<Arc<ScopeMembers>>, RuleError> {
+        if let Some((_, m)) = resolved.iter().find(|(s, _)| s == scope) {
+            return Ok(m.clone());
+        }
+        let m = self.store.scope_members(scope).await?.map(Arc::new);
+        resolved.push((scope.clone(), m.clone()));
+        Ok(m)
     }
 }

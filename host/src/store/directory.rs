@@ -6,11 +6,12 @@
 
 use super::accounts::{Audit, append_audit};
 use super::rows::Columns;
-use super::sql::{Arg, Dialect, Sql, SqlEngine, insert_rows, q};
-use super::{BoxFuture, StoreError};
+use super::sql::{Arg, Dialect, Sql, SqlEngine, insert_rows, placeholders, q};
+use super::{BoxFuture, RuleScope, StoreError};
 use crate::model::dims::{Dimensions, Patient, Subscriber};
-use crate::model::{EpochMs, now_ms};
+use crate::model::{EpochMs, ScopeMembers, now_ms};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// Paging and search of a directory list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -153,6 +154,13 @@ pub trait DirectoryStore: Send + Sync + 'static {
         id: u64,
         audit: &'a Audit,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Who a rule scope covers now: the patients it names or whose profile it names (live
+    /// rows), and every device registered to one of them. `None` for every patient.
+    fn scope_members<'a>(
+        &'a self,
+        scope: &'a RuleScope,
+    ) -> BoxFuture<'a, Result<Option<ScopeMembers>, StoreError>>;
 
     /// The patients a subscriber follows (live rows only).
     fn followed_patients(&self, subscriber_id: u64) -> BoxFuture<'_, Result<Vec<u64>, StoreError>>;
@@ -544,6 +552,46 @@ impl<E: SqlEngine> DirectoryStore for E {
             .await?;
             append_audit(c, audit).await?;
             tx.commit().await
+        })
+    }
+
+    fn scope_members<'a>(
+        &'a self,
+        scope: &'a RuleScope,
+    ) -> BoxFuture<'a, Result<Option<ScopeMembers>, StoreError>> {
+        Box::pin(async move {
+            let patients: HashSet<u64> = match scope {
+                RuleScope::All {} => return Ok(None),
+                RuleScope::Patients { patients } => patients.iter().copied().collect(),
+                RuleScope::Profiles { profiles } if profiles.is_empty() => HashSet::new(),
+                RuleScope::Profiles { profiles } => {
+                    let mut stmt = q(format!(
+                        "SELECT PatientID FROM Patient WHERE DeletedAtMs IS NULL AND Profile IN {}",
+                        placeholders(profiles.len())
+                    ));
+                    for p in profiles {
+                        stmt = stmt.bind(p);
+                    }
+                    stmt.fetch_all(&mut *self.pooled())
+                        .await?
+                        .iter()
+                        .map(|r| r.id("PatientID"))
+                        .collect::<Result<_, _>>()?
+                }
+            };
+            // Every registered device, deleted or not: a device still sending telemetry
+            // stays its patient's. Filtered here rather than bound, so no list is too long.
+            let mut devices = HashSet::new();
+            for r in
+                q("SELECT DeviceID, PatientID FROM DeviceStaticInfo WHERE PatientID IS NOT NULL")
+                    .fetch_all(&mut *self.pooled())
+                    .await?
+            {
+                if patients.contains(&r.id("PatientID")?) {
+                    devices.insert(r.id("DeviceID")?);
+                }
+            }
+            Ok(Some(ScopeMembers { patients, devices }))
         })
     }
 

@@ -65,6 +65,38 @@ pub struct RuleState {
     /// stream, its alerts recorded apart (`ShadowAlerts`) and never notified.
     #[serde(default)]
     pub shadow: Option<ShadowState>,
+    /// Which patients the rule (and its shadow) evaluates; every patient by default.
+    #[serde(default)]
+    pub scope: RuleScope,
+}
+
+/// The readings a rule evaluates. A scoped rule sees the glucose readings of its patients
+/// and the telemetry of their devices; nothing else reaches it. Profiles and devices are
+/// resolved against the directory whenever the rule set is built, and the admin rebuilds
+/// it after every patient or device change, so a patient given a profile is covered from
+/// the next batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleScope {
+    /// Every patient and device, known to the directory or not.
+    /// (A struct variant, so that stray fields are refused like in the others.)
+    All {},
+    /// Patients whose directory profile is one of these (exact, case-sensitive).
+    Profiles { profiles: Vec<String> },
+    /// These patients.
+    Patients { patients: Vec<u64> },
+}
+
+impl Default for RuleScope {
+    fn default() -> Self {
+        RuleScope::All {}
+    }
+}
+
+impl RuleScope {
+    pub fn is_all(&self) -> bool {
+        matches!(self, RuleScope::All {})
+    }
 }
 
 /// A version in shadow and its parameters.

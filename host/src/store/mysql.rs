@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accounts and lifecycle",
         sql: include_str!("../../migrations/mysql/0005_accounts_and_lifecycle.sql"),
     },
+    Migration {
+        version: 6,
+        name: "rule scope",
+        sql: include_str!("../../migrations/mysql/0006_rule_scope.sql"),
+    },
 ];
 
 /// The environment variable that holds the URL unless the config names another.

@@ -152,12 +152,17 @@ impl<E: SqlEngine> RuleStore for E {
                 .map(|sh| serde_json::to_string(&sh.params))
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Every patient is stored as NULL, as rows from before scopes existed read.
+            let scope = (!s.scope.is_all())
+                .then(|| serde_json::to_string(&s.scope))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             q(format!(
-                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs, ShadowVersion, ShadowParams) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?){}",
+                "INSERT INTO Rules (RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs, ShadowVersion, ShadowParams, Scope) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?){}",
                 self.dialect().upsert(
                     &["RuleName"],
-                    &["ActiveVersion", "Enabled", "Params", "UpdatedAtMs", "ShadowVersion", "ShadowParams"]
+                    &["ActiveVersion", "Enabled", "Params", "UpdatedAtMs", "ShadowVersion", "ShadowParams", "Scope"]
                 )
             ))
             .bind(&s.name)
@@ -167,6 +172,7 @@ impl<E: SqlEngine> RuleStore for E {
             .bind(s.updated_at_ms)
             .bind(s.shadow.as_ref().map(|sh| sh.version.as_str()))
             .bind(shadow_params)
+            .bind(scope)
             .execute(&mut *tx)
             .await?;
             append_audit(&mut *tx, audit).await?;
@@ -176,7 +182,7 @@ impl<E: SqlEngine> RuleStore for E {
 
     fn rule_states(&self) -> BoxFuture<'_, Result<Vec<RuleState>, StoreError>> {
         Box::pin(async move {
-            q("SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs, ShadowVersion, ShadowParams FROM Rules ORDER BY RuleName")
+            q("SELECT RuleName, ActiveVersion, Enabled, Params, UpdatedAtMs, ShadowVersion, ShadowParams, Scope FROM Rules ORDER BY RuleName")
                 .fetch_all(&mut *self.pooled())
                 .await?
                 .iter()
@@ -193,6 +199,10 @@ impl<E: SqlEngine> RuleStore for E {
                                 params: rows::json(&**row, "ShadowParams")?,
                             }),
                             None => None,
+                        },
+                        scope: match row.opt_text("Scope")? {
+                            Some(_) => rows::json(&**row, "Scope")?,
+                            None => super::RuleScope::All {},
                         },
                     })
                 })

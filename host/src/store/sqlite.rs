@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accounts and lifecycle",
         sql: include_str!("../../migrations/sqlite/0005_accounts_and_lifecycle.sql"),
     },
+    Migration {
+        version: 6,
+        name: "rule scope",
+        sql: include_str!("../../migrations/sqlite/0006_rule_scope.sql"),
+    },
 ];
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound variables; the widest row has 13).

@@ -163,6 +163,27 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
     const ANY: &[Role] = &[D, C, A];
     BTreeMap::from([
         (("GET", "/health"), PUBLIC),
+        // The web admin: assets and the login page are public, every other page has the
+        // role its API data has.
+        (("GET", "/"), PUBLIC),
+        (("GET", "/assets/app.js"), PUBLIC),
+        (("GET", "/assets/app.css"), PUBLIC),
+        (("GET", "/web/login"), PUBLIC),
+        (("GET", "/web"), ANY),
+        (("GET", "/web/rules"), STAFF),
+        (("GET", "/web/rules/{name}"), STAFF),
+        (("POST", "/web/rules/{name}/backtest"), ADMIN),
+        (("GET", "/web/alerts"), STAFF),
+        (("GET", "/web/alerts/{id}"), STAFF),
+        (("GET", "/web/patients"), STAFF),
+        (("GET", "/web/devices"), ADMIN),
+        (("GET", "/web/subscribers"), ADMIN),
+        (("GET", "/web/dashboard"), STAFF),
+        (("GET", "/web/patients/{id}"), STAFF),
+        (("GET", "/web/patients/{id}/latest"), STAFF),
+        (("GET", "/web/compare"), STAFF),
+        (("GET", "/web/ops"), ADMIN),
+        (("GET", "/web/audit"), ADMIN),
         (("GET", "/ready"), PUBLIC),
         (("GET", "/api/openapi.json"), PUBLIC),
         (("POST", "/api/login"), PUBLIC),
@@ -180,6 +201,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/rules/{name}/disable"), ADMIN),
         (("POST", "/api/rules/{name}/rollback"), ADMIN),
         (("PUT", "/api/rules/{name}/params"), ADMIN),
+        (("PUT", "/api/rules/{name}/scope"), ADMIN),
         (("POST", "/api/rules/{name}/backtest"), ADMIN),
         (("POST", "/api/rules/{name}/shadow"), ADMIN),
         (("DELETE", "/api/rules/{name}/shadow"), ADMIN),
@@ -228,6 +250,12 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/tokens"), ADMIN),
         (("DELETE", "/api/tokens/{id}"), ADMIN),
         (("GET", "/api/audit"), ADMIN),
+        (("GET", "/api/dashboard/patients"), STAFF),
+        (("GET", "/api/dashboard/patients/{id}/series"), STAFF),
+        (("GET", "/api/dashboard/patients/{id}/agp"), STAFF),
+        (("GET", "/api/dashboard/patients/{id}/metrics"), STAFF),
+        (("GET", "/api/dashboard/patients/{id}/latest"), STAFF),
+        (("GET", "/api/dashboard/daily"), STAFF),
     ])
 }
 
@@ -303,6 +331,12 @@ async fn every_route_answers_every_role_as_designed() {
                 assert!(!denied, "{who} {m} {path}: {status} {}", reply.json);
             } else {
                 match role {
+                    // A page sends an anonymous browser to the login page, and back after.
+                    None if glucoguard::web::is_page(&path) => {
+                        assert_eq!(status, StatusCode::SEE_OTHER, "{who} {m} {path}");
+                        let to = reply.headers["location"].to_str().unwrap();
+                        assert!(to.starts_with("/web/login?next="), "{who} {m} {path}: {to}");
+                    }
                     None => assert_eq!(
                         status,
                         StatusCode::UNAUTHORIZED,
@@ -1255,10 +1289,207 @@ async fn the_openapi_document_describes_exactly_the_routes_and_who_may_call_them
             }
         }
     }
+    // Pages and their assets are the web admin, not the API.
     let routed: std::collections::BTreeSet<(String, String)> = expected()
         .keys()
+        .filter(|(_, p)| glucoguard::web::is_api(p))
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
     assert_eq!(described, routed, "the document and the routes differ");
+    support::stop(f.app).await;
+}
+
+/// How many stored alerts each of patients 1 and 2 has, as the admin sees them.
+async fn alerts_per_patient(f: &Fixture) -> (usize, usize) {
+    let all = as_token(
+        &f.router,
+        &f.admin,
+        Method::GET,
+        "/api/alerts?limit=1000",
+        "",
+    )
+    .await;
+    let of = |p: u64| {
+        all.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["patient_id"] == p)
+            .count()
+    };
+    (of(1), of(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_rule_evaluates_only_its_patients_and_follows_directory_changes() {
+    let f = fixture().await;
+    let a = &f.admin;
+    let scope = |body: &'static str| {
+        let router = f.router.clone();
+        let token = a.clone();
+        async move {
+            as_token(
+                &router,
+                &token,
+                Method::PUT,
+                "/api/rules/default-glucose/scope",
+                body,
+            )
+            .await
+        }
+    };
+    // Scopes that cannot be what was meant are refused, and change nothing.
+    for (body, why) in [
+        (r#"{"kind":"profiles","profiles":[]}"#, "no profile"),
+        (
+            r#"{"kind":"profiles","profiles":["  "]}"#,
+            "a blank profile",
+        ),
+        (r#"{"kind":"patients","patients":[]}"#, "no patient"),
+        (
+            r#"{"kind":"patients","patients":[1,99]}"#,
+            "a patient not in the directory",
+        ),
+        (r#"{"kind":"everyone"}"#, "an unknown kind"),
+        (r#"{"kind":"all","patients":[1]}"#, "an unknown field"),
+    ] {
+        let r = scope(body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.json);
+    }
+    let unknown = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/rules/no-such-rule/scope",
+        r#"{"kind":"all"}"#,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.json);
+
+    // Patient 1 is diabetic, patient 2 has no profile; the rule watches diabetics only.
+    let r = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/patients/1",
+        r#"{"patient_id":1,"first_name":"Ada","last_name":"Followed","profile":"diabetic"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = scope(r#"{"kind":"profiles","profiles":["diabetic"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["scope"]["kind"], "profiles", "{}", r.json);
+
+    // Every reading is high: both patients would alert under an unscoped rule.
+    let mut next = 0i64;
+    let mut high = |patients: &[u64]| {
+        let lines: Vec<String> = patients
+            .iter()
+            .map(|&p| {
+                next += 1;
+                glucose_json(&format!("s-{next}"), p, T0 + next * 5 * MIN, 150.0)
+            })
+            .collect();
+        lines
+    };
+    send_all(&f.app, high(&[1, 2])).await;
+    assert_eq!(
+        alerts_per_patient(&f).await,
+        (1, 0),
+        "only the diabetic alerts"
+    );
+
+    // Patient 2 is given the profile: the rule covers them from the next reading, with no
+    // rule change.
+    let r = as_token(
+        &f.router,
+        a,
+        Method::PUT,
+        "/api/patients/2",
+        r#"{"patient_id":2,"first_name":"Bo","last_name":"Other","profile":"diabetic"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    send_all(&f.app, high(&[1, 2])).await;
+    assert_eq!(
+        alerts_per_patient(&f).await,
+        (2, 1),
+        "the new diabetic is covered"
+    );
+
+    // Listed patients: only patient 2.
+    let r = scope(r#"{"kind":"patients","patients":[2]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    send_all(&f.app, high(&[1, 2])).await;
+    assert_eq!(alerts_per_patient(&f).await, (2, 2));
+
+    // A clinician reading the rules sees only the scope's patients they follow.
+    let r = scope(r#"{"kind":"patients","patients":[1,2]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let seen = as_token(&f.router, &f.clinician, Method::GET, "/api/rules", "").await;
+    let rule = seen
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "default-glucose")
+        .unwrap();
+    assert_eq!(
+        rule["state"]["scope"],
+        serde_json::json!({"kind": "patients", "patients": [1]}),
+        "patient 2 is not the clinician's to know of"
+    );
+    let seen = as_token(&f.router, a, Method::GET, "/api/rules", "").await;
+    let rule = seen
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "default-glucose")
+        .unwrap();
+    assert_eq!(
+        rule["state"]["scope"]["patients"],
+        serde_json::json!([1, 2])
+    );
+
+    // Back to every patient; the scope survived in the store, and each change was audited
+    // with what it replaced.
+    let r = scope(r#"{"kind":"all"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    send_all(&f.app, high(&[1, 2])).await;
+    assert_eq!(alerts_per_patient(&f).await, (3, 3));
+    let stored = f.app.store.rule_states().await.unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .find(|s| s.name == "default-glucose")
+            .unwrap()
+            .scope,
+        glucoguard::store::RuleScope::All {}
+    );
+    let log = f
+        .app
+        .store
+        .audit_log(&AuditFilter {
+            target: Some("rule:default-glucose".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let scopes: Vec<&serde_json::Value> = log
+        .iter()
+        .rev()
+        .filter(|e| e.entry.action == "rule.scope")
+        .map(|e| &e.entry.after.as_ref().unwrap()["scope"])
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            &serde_json::json!({"kind": "profiles", "profiles": ["diabetic"]}),
+            &serde_json::json!({"kind": "patients", "patients": [2]}),
+            &serde_json::json!({"kind": "patients", "patients": [1, 2]}),
+            &serde_json::json!({"kind": "all"}),
+        ]
+    );
     support::stop(f.app).await;
 }

@@ -120,6 +120,13 @@ const RULES: &[Rule] = &[
         imports: Imports::Any,
         may_name: &[],
     },
+    // The web admin reads through the admin's role-checked handlers; it never reaches the
+    // engine, a source, a sink or the archive, and names no DuckDB or wasmtime type.
+    Rule {
+        module: "web",
+        imports: Imports::NoneOf(&["engine", "sources", "sinks", "archive", "retention"]),
+        may_name: &[],
+    },
     Rule {
         module: "config",
         imports: Imports::Any,
@@ -553,7 +560,15 @@ fn scan(rel: &str, text: &str, declared: &BTreeSet<String>) -> Vec<Ref> {
                     push(line, &here, resolve(&segs, &here, bin, declared));
                 }
             }
-            Tok::Ident(k) if k == "path" && attribute_end.is_some() && is_punct(&t, i + 1, '=') => {
+            // `#[path = "…"]` itself, not a `path = "…"` argument of another attribute
+            // (askama's `#[template(path = "page.html")]`).
+            Tok::Ident(k)
+                if k == "path"
+                    && attribute_end.is_some()
+                    && i > 0
+                    && is_punct(&t, i - 1, '[')
+                    && is_punct(&t, i + 1, '=') =>
+            {
                 push(
                     line,
                     &here,

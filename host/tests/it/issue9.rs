@@ -58,6 +58,7 @@ async fn hole1_a_failed_rule_reload_keeps_the_running_rules() {
                 params,
                 updated_at_ms: T0,
                 shadow: None,
+                scope: Default::default(),
             },
             &crate::support::audit(),
         )

@@ -8,6 +8,7 @@ mod archive;
 mod backtest_diff;
 mod cli;
 mod crash;
+mod dashboard;
 mod equivalence;
 mod ingest;
 mod issue9;

@@ -313,6 +313,7 @@ pub(crate) async fn rule_versions_are_immutable(store: Arc<dyn Store>) {
         )]),
         updated_at_ms: 5,
         shadow: None,
+        scope: Default::default(),
     };
     store
         .put_rule_state(&state, &crate::support::audit())

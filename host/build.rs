@@ -1,0 +1,18 @@
+//! The admin UI's bundle (`web/dist/`, built by `cargo xtask build-web` from `web/src` and
+//! `web/styles`) is embedded into the binary: say how to build it when it is missing,
+//! rather than failing on an unreadable `include_bytes!`.
+
+fn main() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    for file in ["app.js", "app.css"] {
+        let path = dist.join(file);
+        println!("cargo:rerun-if-changed={}", path.display());
+        if !path.exists() {
+            panic!(
+                "{} is missing: build the admin UI's bundle first with `cargo xtask build-web` \
+                 (needs Node.js and npm; `cargo xtask test` and `cargo xtask demo` do it)",
+                path.display()
+            );
+        }
+    }
+}
