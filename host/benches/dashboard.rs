@@ -1,6 +1,6 @@
-//! Dashboard benchmark: the server time of each dashboard route with 100 patients × 30 days
-//! of 5-minute CGM readings (about 864 000) in DuckDB, against baselines measured in the same
-//! run.
+//! Dashboard benchmark: the server time of each dashboard route and of each web admin page
+//! with 100 patients × 30 days of 5-minute CGM readings (about 864 000) in DuckDB, against
+//! baselines measured in the same run.
 //!
 //! A host is started on a temporary SQLite store and DuckDB file (`app::start`, as
 //! `glucoguard run` does, without a listener). The directory gets the patients; DuckDB gets
@@ -13,6 +13,12 @@
 //! - the DuckDB query alone, called the way the route calls it;
 //! - baseline 1: `SELECT count(*)` over one patient's readings in the same DuckDB file;
 //! - baseline 2: `GET /api/me` through the same router (authentication and JSON only).
+//!
+//! Pages (`/web/…`) are timed the same way: the handler, its store and DuckDB reads and the
+//! askama rendering, for the whole HTML answer. The charts' data is fetched by the browser
+//! from the routes above, so a patient's page time plus its routes is what a viewer waits for
+//! on the server. Each page is checked to name what it must show (every patient in the list,
+//! the patient's chart hooks, the compared patients) before timing.
 //!
 //! Before timing, each answer is checked against the loaded readings: the list over 31 days
 //! counts every reading of every patient, the series of one patient has all its readings,
@@ -377,7 +383,32 @@ async fn main() {
         .copied()
         .unwrap();
     assert_eq!(latest["at_ms"].as_i64().unwrap(), newest.0, "latest");
-    eprintln!("answers checked against the loaded readings");
+    let page = |path: String| {
+        let router = router.clone();
+        let token = token.clone();
+        async move { String::from_utf8(fetch(&router, &token, &path).await.to_vec()).unwrap() }
+    };
+    let list_page = page("/web/dashboard".to_owned()).await;
+    for id in 1..=patients as u64 {
+        assert!(
+            list_page.contains(&format!("href=\"/web/patients/{id}\"")),
+            "the list page links patient {id}"
+        );
+    }
+    let patient_page = page(format!("/web/patients/{ONE}")).await;
+    for hook in [
+        "data-chart=\"series\"",
+        "data-chart=\"agp\"",
+        "id=\"tir-bar\"",
+    ] {
+        assert!(patient_page.contains(hook), "the patient page has {hook}");
+    }
+    let compare_page = page(format!("/web/compare?patients={compared}")).await;
+    assert!(
+        compare_page.contains(&format!("patients={}", compared.replace(',', "%2C"))),
+        "the compare page asks for the chosen patients"
+    );
+    eprintln!("answers checked against the loaded readings, pages against the directory");
 
     // ---- timing
     let (two_weeks, month) = (end - 14 * DAY_MS, end - days * DAY_MS);
@@ -465,6 +496,30 @@ async fn main() {
             "GET …/{id}/latest (OLTP store)",
             Probe::Route(format!("/api/dashboard/patients/{ONE}/latest")),
         ),
+        (
+            "page: /web/dashboard (patient list)",
+            Probe::Route("/web/dashboard".to_owned()),
+        ),
+        (
+            "page: /web/dashboard sorted by time below 70",
+            Probe::Route("/web/dashboard?sort=below_70&dir=desc".to_owned()),
+        ),
+        (
+            "page: /web/patients/{id} (without its charts' data)",
+            Probe::Route(format!("/web/patients/{ONE}")),
+        ),
+        (
+            "page: /web/compare (5 patients)",
+            Probe::Route(format!("/web/compare?patients={compared}")),
+        ),
+        (
+            "page: /web/patients (directory)",
+            Probe::Route("/web/patients".to_owned()),
+        ),
+        ("page: /web/rules", Probe::Route("/web/rules".to_owned())),
+        ("page: /web/alerts", Probe::Route("/web/alerts".to_owned())),
+        ("page: /web/ops", Probe::Route("/web/ops".to_owned())),
+        ("page: /web/audit", Probe::Route("/web/audit".to_owned())),
     ];
     let mut times = vec![Vec::with_capacity(rounds); probes.len()];
     let mut out_sizes = vec![0usize; probes.len()];

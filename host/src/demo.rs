@@ -1,6 +1,12 @@
 //! `glucoguard demo`: simulated patients streamed through the embedded source into the
-//! default rule on the embedded default store. Alerts print as they fire; at the end the
-//! demo prints what landed in the SQLite file and each rule's counters.
+//! default rule on the embedded default store.
+//!
+//! With `--serve ADDR` (what `cargo xtask demo` passes) the host also serves the web admin and
+//! the dashboard: the patients, devices and subscribers are seeded, a local DuckDB file feeds
+//! the dashboard, a `demo` admin account gets a fresh password printed once, and the simulation
+//! covers `--history` up to now (at full speed) and then goes on live, each reading at its own
+//! time, until Ctrl-C. Without `--serve`, alerts print as they fire and the demo ends when the
+//! simulated `--duration` has streamed; either way it prints what landed and each rule's counters.
 
 use crate::app;
 use crate::config::{Config, RuleConfig, StoreConfig};
@@ -49,6 +55,14 @@ pub struct DemoArgs {
     /// Also write the simulated patients, devices and subscribers into the store first.
     #[arg(long)]
     pub dimensions: bool,
+    /// Serve the web admin and the dashboard on this address (implies `--dimensions`); the
+    /// simulation then runs on the wall clock: `--history` at once, then live for `--duration`,
+    /// and the host keeps serving until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// With `--serve`: how much simulated history up to now to load first (e.g. 14d).
+    #[arg(long, default_value = "14d", requires = "serve")]
+    pub history: String,
 }
 
 impl DemoArgs {
@@ -58,8 +72,41 @@ impl DemoArgs {
         self.quiet = true;
         self.progress = true;
         self.dimensions = true;
+        self.serve = None;
         self
     }
+}
+
+/// The account `--serve` logs in with.
+pub const DEMO_USER: &str = "demo";
+
+/// Creates the `demo` admin, or gives it a new password when an earlier run made it; the
+/// password comes from `GLUCOGUARD_PASSWORD` or is generated, and is returned to print once.
+async fn demo_account(store: &dyn crate::store::Store) -> Result<String> {
+    use crate::store::accounts::{Actor, Role};
+    let password = match std::env::var("GLUCOGUARD_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => crate::admin::auth::secret(12),
+    };
+    let fresh = crate::admin::auth::new_user(DEMO_USER, &password, Role::Admin, None)
+        .map_err(anyhow::Error::msg)?;
+    match store.user_by_name(DEMO_USER).await? {
+        None => {
+            let audit = Actor::system("demo")
+                .audit("user.create", format!("user:{DEMO_USER}"))
+                .with_after(&fresh);
+            store.create_user(&fresh, &audit).await?;
+        }
+        Some(mut user) => {
+            user.password_hash = fresh.password_hash;
+            user.role = Role::Admin;
+            user.disabled = false;
+            user.updated_at_ms = fresh.updated_at_ms;
+            let audit = Actor::system("demo").audit("user.password", format!("user:{DEMO_USER}"));
+            store.update_user(&user, &audit).await?;
+        }
+    }
+    Ok(password)
 }
 
 /// Converts the simulator's dimension data to the host's (same JSON shape).
@@ -99,9 +146,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         scenarios,
         ..SimConfig::default()
     };
+    let mut sim_config = sim_config;
+    if args.serve.is_some() {
+        // History up to now, then `--duration` live; the start on a 5-minute boundary.
+        let history =
+            parse_duration(&args.history).map_err(|e| anyhow::anyhow!("--history: {e}"))?;
+        let now = chrono::Utc::now().timestamp();
+        let start = now - history.num_seconds();
+        sim_config.start = chrono::DateTime::from_timestamp(start - start.rem_euclid(300), 0)
+            .context("--history reaches before 1970")?;
+        sim_config.duration = history + duration;
+    }
     sim_config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = StoreConfig::sqlite(args.db.clone());
+    let password = match args.serve {
+        Some(_) => Some(demo_account(&*app::open_store(&store).await?).await?),
+        None => None,
+    };
     let config = Config {
-        store: StoreConfig::sqlite(args.db.clone()),
+        store,
         engine: EngineConfig::default(),
         pipeline: PipelineConfig::default(),
         file_sources: vec![],
@@ -110,12 +173,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             enabled: true,
             params: Default::default(),
         }],
-        console: !args.quiet,
-        listen: None,
+        // Serving, the alerts are on the web page, and a backfilled history would flood the terminal.
+        console: !args.quiet && args.serve.is_none(),
+        listen: args.serve,
+        analytics: args.serve.map(|_| crate::config::AnalyticsConfig {
+            path: args.db.with_extension("duckdb"),
+        }),
         ..Config::default()
     };
     let app = app::start(&config).await.context("starting the host")?;
-    if args.dimensions {
+    if args.dimensions || args.serve.is_some() {
         let dims = simulated_dimensions(args.seed, args.patients)?;
         dims.validate().map_err(anyhow::Error::msg)?;
         let audit =
@@ -124,22 +191,36 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         app.store.put_dimensions(&dims, &audit).await?;
     }
     let wall = std::time::Instant::now();
-    let pacing = if args.fast {
+    let pacing = if args.serve.is_some() {
+        Pacing::WallClock
+    } else if args.fast {
         Pacing::AsFastAsPossible
     } else {
         Pacing::Accelerated(args.accel)
     };
-    eprintln!(
-        "demo: {} patients, {} of simulated time at {}, default rule {}; Ctrl-C stops early",
-        args.patients,
-        args.duration,
-        if args.fast {
-            "full speed".to_owned()
-        } else {
-            format!("×{}", args.accel)
-        },
-        args.rule.display()
-    );
+    // The bound address (`--serve 127.0.0.1:0` picks a free port).
+    match (app.http, &password) {
+        (Some(addr), Some(password)) => eprintln!(
+            "demo: {} patients, {} of history, then live for {}; default rule {}\n\
+             \n  open http://{addr}/web and log in as {DEMO_USER} with password {password}\n\
+             \nCtrl-C stops",
+            args.patients,
+            args.history,
+            args.duration,
+            args.rule.display()
+        ),
+        _ => eprintln!(
+            "demo: {} patients, {} of simulated time at {}, default rule {}; Ctrl-C stops early",
+            args.patients,
+            args.duration,
+            if args.fast {
+                "full speed".to_owned()
+            } else {
+                format!("×{}", args.accel)
+            },
+            args.rule.display()
+        ),
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let progress = args.progress;
@@ -166,6 +247,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         })
     };
     let streamed = producer.await?.context("simulator")?;
+    if args.serve.is_some() && !stop.load(Ordering::Relaxed) {
+        eprintln!("demo: the simulation has ended; still serving until Ctrl-C");
+        // The Ctrl-C task sets the flag; poll it rather than racing a second signal handler.
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     ctrl_c.abort();
     app.handle.shutdown().await;
     let stats_rx = app.handle.watch_stats();

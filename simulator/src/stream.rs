@@ -23,6 +23,9 @@ pub enum Pacing {
     AsFastAsPossible,
     /// A fixed number of events (readings and telemetry) per wall-clock second, whatever their emission times.
     Rate(f64),
+    /// Each event at its own emission time on the wall clock: events emitted in the past go at
+    /// once (a history backfills at full speed), later ones wait for their time (then live).
+    WallClock,
 }
 
 /// What a stream did.
@@ -110,6 +113,7 @@ pub fn stream_until<P: Publisher + ?Sized>(
     });
 
     let wall_start = Instant::now();
+    let wall_start_utc = Utc::now();
     let mut stats = StreamStats::default();
     let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
     let mut publish = |batch: &mut Vec<Event>, stats: &mut StreamStats| -> anyhow::Result<()> {
@@ -137,6 +141,7 @@ pub fn stream_until<P: Publisher + ?Sized>(
             Pacing::Realtime => Some(offset_secs(event.emitted_at(), start)),
             Pacing::Accelerated(f) => Some(offset_secs(event.emitted_at(), start) / f),
             Pacing::Rate(r) => Some(stats.events as f64 / r),
+            Pacing::WallClock => Some(offset_secs(event.emitted_at(), wall_start_utc)),
         };
         if let Some(due) = due {
             let wait = Duration::from_secs_f64(due.max(0.0)).saturating_sub(wall_start.elapsed());

@@ -11,7 +11,8 @@
 //                                  note    `{note}`; the clicked button's `data-url` is the call
 //   form#login-form              logs in and goes to `data-next`
 //   [data-logout]                logs out
-//   select[data-unit-switch]     mg/dL or mmol/L for this browser (cookie `gg_unit`)
+//   select[data-unit-switch]     the user's glucose unit, kept with their account
+//                                (`PUT /api/me/preferences`), so every browser shows it
 // Errors are shown in `#flash` (or the login form's `#login-error`) with the API's message.
 
 import { api } from './api.js';
@@ -161,10 +162,9 @@ function wireLogout(root) {
 function wireUnitSwitch(root) {
   for (const select of root.querySelectorAll('select[data-unit-switch]:not([data-wired])')) {
     select.setAttribute('data-wired', '');
-    select.addEventListener('change', () => {
-      const year = 365 * 24 * 3600;
-      document.cookie = `gg_unit=${select.value}; path=/; max-age=${year}; SameSite=Strict`;
-      window.location.reload();
+    select.addEventListener('change', async () => {
+      const reply = await call('PUT', '/api/me/preferences', { glucose_unit: select.value });
+      if (reply) window.location.reload();
     });
   }
 }

@@ -159,6 +159,17 @@ test('an admin uploads, backtests and enables a rule, and acts on its live alert
   const history = await page.locator('#alert-history').innerText();
   assert.match(history, /acknowledged by user:admin: “called the patient”/);
   await h.screenshot(page, 'acknowledged');
+
+  // The rules list keeps its counters live: a reading evaluated now shows without a reload.
+  await page.goto(h.url('/web/rules'));
+  const cell = page.locator('#rules-table tr[data-rule="default-glucose"] [data-col="readings"]');
+  const before = Number(await cell.innerText());
+  await post('/api/ingest', [reading(2, Date.now(), 101)]);
+  await page.waitForFunction(
+    ([sel, n]) => Number(document.querySelector(sel)?.innerText) === n,
+    ['#rules-table tr[data-rule="default-glucose"] [data-col="readings"]', before + 1],
+    { timeout: 20_000 },
+  );
 });
 
 test('the dashboard draws each chart from the data', async (t) => {
@@ -211,4 +222,16 @@ test('a clinician sees only the patients they follow', async (t) => {
   assert.ok(patients.length > 0, 'the followed patient has alerts');
   assert.ok(patients.every((p) => p.trim() === '1'), `only patient 1: ${patients}`);
   await h.screenshot(page, 'clinician-alerts');
+
+  // The clinician reads mmol/L: chosen once, kept with the account, shown in another browser.
+  await page.goto(h.url('/web/patients/1'));
+  assert.match(await page.locator('#live-value .value').innerText(), /^112 mg\/dL$/);
+  await Promise.all([page.waitForEvent('load'), page.getByLabel('Glucose units').selectOption('mmol/L')]);
+  assert.equal(await page.locator('body').getAttribute('data-unit'), 'mmol/L');
+  assert.match(await page.locator('#live-value .value').innerText(), /^6\.2 mmol\/L$/);
+  const elsewhere = await h.newPage(t);
+  await h.login(elsewhere, 'doc');
+  await elsewhere.goto(h.url('/web/patients/1'));
+  assert.match(await elsewhere.locator('#live-value .value').innerText(), /^6\.2 mmol\/L$/);
+  await h.screenshot(elsewhere, 'clinician-patient-mmol');
 });

@@ -7,7 +7,8 @@
 //!   the host embeds; runs `npm ci` first when `node_modules` has no esbuild. Every command
 //!   below that builds the host runs it first.
 //! - `demo [ARGS…]`: build the web bundle and the plugins, then run `glucoguard demo` with the
-//!   default rule.
+//!   default rule, serving the web admin on 127.0.0.1:8080 (`--serve ADDR` elsewhere,
+//!   `--no-serve` for the terminal-only demo).
 //! - `backfill [ARGS…]`: the same in a release build at full speed, e.g.
 //!   `cargo xtask backfill --patients 100 --duration 30d --db glucoguard.db`.
 //! - `test`: build the web bundle and the plugins, run the plugin unit tests natively, then the
@@ -33,7 +34,7 @@ fn main() -> Result<()> {
             build_plugins().map(|dir| println!("plugins built in {}", dir.display()))
         }
         "build-web" => build_web().map(|_| ()),
-        "demo" => demo(&rest, "demo", false),
+        "demo" => demo(&demo_args(&rest), "demo", false),
         "backfill" => demo(&rest, "backfill", true),
         "test" => test(&rest),
         "browser-test" => browser_test(&rest),
@@ -177,6 +178,23 @@ fn cargo() -> Command {
     c.current_dir(root())
         .env("GLUCOGUARD_PLUGIN_DIR", plugin_dir());
     c
+}
+
+/// `cargo xtask demo` serves the admin on 127.0.0.1:8080 unless told otherwise: `--serve ADDR`
+/// picks the address, `--no-serve` streams to the terminal only.
+fn demo_args(args: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--no-serve")
+        .cloned()
+        .collect();
+    let asked = args
+        .iter()
+        .any(|a| a == "--no-serve" || a == "--serve" || a.starts_with("--serve="));
+    if !asked && !args.iter().any(|a| a == "--help" || a == "-h") {
+        out.extend(["--serve".to_owned(), "127.0.0.1:8080".to_owned()]);
+    }
+    out
 }
 
 fn demo(args: &[String], command: &str, release: bool) -> Result<()> {

@@ -291,8 +291,41 @@ pub(super) async fn me(Extension(p): Extension<Principal>) -> Json<serde_json::V
         "actor": p.actor.id,
         "role": p.role(),
         "username": p.user.as_ref().map(|u| u.username.clone()),
+        "glucose_unit": p.user.as_ref().and_then(|u| u.glucose_unit).unwrap_or_default(),
         "patients": match &p.visible { Visible::All => None, Visible::Only(ids) => Some(ids.clone()) },
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreferencesBody {
+    glucose_unit: crate::store::accounts::GlucoseUnit,
+}
+
+/// `PUT /api/me/preferences`: the caller's own display preferences (the glucose unit), kept
+/// with their account so every browser they sign in from shows the same. Tokens that act for
+/// no account have none.
+pub(super) async fn put_preferences(
+    State(s): State<AdminState>,
+    Extension(p): Extension<Principal>,
+    bytes: axum::body::Bytes,
+) -> Api<serde_json::Value> {
+    let b: PreferencesBody = body(&bytes)?;
+    let Some(before) = p.user.clone() else {
+        return Err(ApiError::BadRequest(
+            "preferences belong to an account; this token acts for none".to_owned(),
+        ));
+    };
+    let mut user = before.clone();
+    user.glucose_unit = Some(b.glucose_unit);
+    user.updated_at_ms = crate::model::now_ms();
+    let audit = p
+        .actor
+        .audit("user.preferences", format!("user:{}", user.username))
+        .with_before(serde_json::json!({ "glucose_unit": before.glucose_unit }))
+        .with_after(serde_json::json!({ "glucose_unit": user.glucose_unit }));
+    s.store.update_user(&user, &audit).await?;
+    Ok(Json(serde_json::json!({ "glucose_unit": b.glucose_unit })))
 }
 
 // ---- rules ----

@@ -149,6 +149,7 @@ pub fn new_user(
         disabled: false,
         created_at_ms: now,
         updated_at_ms: now,
+        glucose_unit: None,
     })
 }
 

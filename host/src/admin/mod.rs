@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
@@ -258,6 +258,12 @@ pub fn routes(s: AdminState, ingest: crate::sources::EmbeddedSource) -> Vec<Rout
         r(Method::POST, "/api/login", Access::Public, post(api::login)),
         r(Method::POST, "/api/logout", SIGNED_IN, post(api::logout)),
         r(Method::GET, "/api/me", SIGNED_IN, get(api::me)),
+        r(
+            Method::PUT,
+            "/api/me/preferences",
+            SIGNED_IN,
+            put(api::put_preferences),
+        ),
         r(Method::GET, "/api/stats", STAFF, get(stats)),
         r(Method::GET, "/api/sinks", ADMIN, get(sinks)),
         r(Method::GET, "/api/counts", ADMIN, get(counts)),

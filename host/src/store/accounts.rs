@@ -41,6 +41,34 @@ impl Role {
     }
 }
 
+/// The unit a user reads glucose in. Values are kept and sent in mg/dL everywhere; this is
+/// only how pages show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum GlucoseUnit {
+    #[default]
+    #[serde(rename = "mg/dL")]
+    MgDl,
+    #[serde(rename = "mmol/L")]
+    MmolL,
+}
+
+impl GlucoseUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GlucoseUnit::MgDl => "mg/dL",
+            GlucoseUnit::MmolL => "mmol/L",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GlucoseUnit> {
+        match s {
+            "mg/dL" => Some(GlucoseUnit::MgDl),
+            "mmol/L" => Some(GlucoseUnit::MmolL),
+            _ => None,
+        }
+    }
+}
+
 fn role_col(row: &(impl Columns + ?Sized), col: &str) -> Result<Role, StoreError> {
     let r = row.text(col)?;
     Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("{col} = {r}")))
@@ -169,6 +197,9 @@ pub struct User {
     pub disabled: bool,
     pub created_at_ms: EpochMs,
     pub updated_at_ms: EpochMs,
+    /// How the user's pages show glucose; `None` until they choose (mg/dL).
+    #[serde(default)]
+    pub glucose_unit: Option<GlucoseUnit>,
 }
 
 /// A browser session: the store keeps the SHA-256 of the cookie's secret, never the secret.
@@ -205,7 +236,7 @@ pub trait AccountStore: Send + Sync + 'static {
         u: &'a User,
         audit: &'a Audit,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Rewrites a user's role, subscriber, disabled flag and password hash.
+    /// Rewrites a user's role, subscriber, disabled flag, password hash and glucose unit.
     fn update_user<'a>(
         &'a self,
         u: &'a User,
@@ -257,8 +288,7 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>>;
 }
 
-const USER_COLS: &str =
-    "UserID, Username, PasswordHash, Role, SubscriberID, Disabled, CreatedAtMs, UpdatedAtMs";
+const USER_COLS: &str = "UserID, Username, PasswordHash, Role, SubscriberID, Disabled, CreatedAtMs, UpdatedAtMs, GlucoseUnit";
 const TOKEN_COLS: &str =
     "TokenID, SecretHash, Name, Role, UserID, CreatedBy, CreatedAtMs, ExpiresAtMs, RevokedAtMs";
 
@@ -272,6 +302,13 @@ fn user(row: &(impl Columns + ?Sized)) -> Result<User, StoreError> {
         disabled: row.boolean("Disabled")?,
         created_at_ms: row.int("CreatedAtMs")?,
         updated_at_ms: row.int("UpdatedAtMs")?,
+        glucose_unit: match row.opt_text("GlucoseUnit")? {
+            None => None,
+            Some(u) => Some(
+                GlucoseUnit::parse(&u)
+                    .ok_or_else(|| StoreError::Corrupt(format!("GlucoseUnit = {u}")))?,
+            ),
+        },
     })
 }
 
@@ -346,7 +383,7 @@ impl<E: SqlEngine> AccountStore for E {
                 )));
             }
             q(format!(
-                "INSERT INTO Users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO Users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .bind(&u.user_id)
             .bind(&u.username)
@@ -356,6 +393,7 @@ impl<E: SqlEngine> AccountStore for E {
             .bind(u.disabled)
             .bind(u.created_at_ms)
             .bind(u.updated_at_ms)
+            .bind(u.glucose_unit.map(GlucoseUnit::as_str))
             .execute(&mut *tx)
             .await?;
             append_audit(&mut *tx, audit).await?;
@@ -370,12 +408,13 @@ impl<E: SqlEngine> AccountStore for E {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            let n = q("UPDATE Users SET PasswordHash = ?, Role = ?, SubscriberID = ?, Disabled = ?, UpdatedAtMs = ? WHERE UserID = ?")
+            let n = q("UPDATE Users SET PasswordHash = ?, Role = ?, SubscriberID = ?, Disabled = ?, UpdatedAtMs = ?, GlucoseUnit = ? WHERE UserID = ?")
                 .bind(&u.password_hash)
                 .bind(u.role.as_str())
                 .bind(Arg::opt_id(u.subscriber_id))
                 .bind(u.disabled)
                 .bind(u.updated_at_ms)
+                .bind(u.glucose_unit.map(GlucoseUnit::as_str))
                 .bind(&u.user_id)
                 .execute(&mut *tx)
                 .await?;

@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rule scope",
         sql: include_str!("../../migrations/mysql/0006_rule_scope.sql"),
     },
+    Migration {
+        version: 7,
+        name: "user glucose unit",
+        sql: include_str!("../../migrations/mysql/0007_user_glucose_unit.sql"),
+    },
 ];
 
 /// The environment variable that holds the URL unless the config names another.

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rule scope",
         sql: include_str!("../../migrations/sqlite/0006_rule_scope.sql"),
     },
+    Migration {
+        version: 7,
+        name: "user glucose unit",
+        sql: include_str!("../../migrations/sqlite/0007_user_glucose_unit.sql"),
+    },
 ];
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound variables; the widest row has 13).

@@ -9,7 +9,7 @@ use crate::admin::auth::{Access, Principal};
 use crate::store::alerts::{AlertEvent, AlertFilter, AlertView};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Extension, Json};
 
@@ -82,7 +82,6 @@ async fn list(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<FilterQuery>,
-    headers: HeaderMap,
 ) -> Page {
     let some = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
     let days: Option<i64> = some(&q.days).and_then(|d| d.parse().ok());
@@ -107,7 +106,7 @@ async fn list(
         ("days", &q.days),
     ]);
     Ok(render(ListPage {
-        layout: Layout::new(&p, &headers, "Alerts", "alerts"),
+        layout: Layout::new(&p, "Alerts", "alerts"),
         next: (alerts.len() as u32 == PAGE).then_some(offset + PAGE),
         rows: alerts.iter().map(Row::from).collect(),
         patient_id: q.patient_id,
@@ -144,7 +143,6 @@ async fn detail(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Page {
     let view = api::visible_alert(&s, &p, &id).await?;
     let events = s
@@ -156,7 +154,7 @@ async fn detail(
         .map(|e| (iso(e.at_ms), e))
         .collect();
     Ok(render(DetailPage {
-        layout: Layout::new(&p, &headers, format!("Alert {}", view.alert.code), "alerts"),
+        layout: Layout::new(&p, format!("Alert {}", view.alert.code), "alerts"),
         row: Row::from(&view),
         message: view.alert.message.clone(),
         view,

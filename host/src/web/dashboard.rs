@@ -9,7 +9,7 @@ use crate::admin::dashboard::{self, DaysQuery, Latest, PatientRow, ShownMetrics}
 use crate::admin::{AdminState, ApiError, api};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Extension, Json};
 
@@ -109,7 +109,6 @@ async fn list(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
 ) -> Page {
     let Json(mut rows) = dashboard::patient_list(
         State(s),
@@ -165,7 +164,7 @@ async fn list(
         })
         .collect();
     Ok(render(ListPage {
-        layout: Layout::new(&p, &headers, "Dashboard", "dashboard"),
+        layout: Layout::new(&p, "Dashboard", "dashboard"),
         rows,
         sorts,
     }))
@@ -318,7 +317,6 @@ async fn patient(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<u64>,
-    headers: HeaderMap,
 ) -> Page {
     let Json(record) = api::patient(State(s.clone()), Extension(p.clone()), Path(id)).await?;
     if record.deleted_at_ms.is_some() {
@@ -338,7 +336,7 @@ async fn patient(
     let Json(followers) = api::followers(State(s.clone()), Extension(p.clone()), Path(id)).await?;
     let name = format!("{} {}", record.patient.first_name, record.patient.last_name);
     Ok(render(PatientPage {
-        layout: Layout::new(&p, &headers, name, "dashboard"),
+        layout: Layout::new(&p, name, "dashboard"),
         id,
         profile: record.patient.profile.unwrap_or_default(),
         latest_html,
@@ -356,11 +354,7 @@ struct ComparePage {
 }
 
 /// `GET /web/compare?patients=1,2,3` (or `?patient=1&patient=2` from the list's form).
-async fn compare(
-    Extension(p): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Page {
+async fn compare(Extension(p): Extension<Principal>, uri: axum::http::Uri) -> Page {
     let pairs: Vec<(String, String)> =
         axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
             .map(|q| q.0)
@@ -382,7 +376,7 @@ async fn compare(
     }
     // The chart's query checks every id (a number, visible to this user, at most twelve).
     Ok(render(ComparePage {
-        layout: Layout::new(&p, &headers, "Daily averages compared", "dashboard"),
+        layout: Layout::new(&p, "Daily averages compared", "dashboard"),
         patients: super::url_escape(&ids.join(",")),
     }))
 }

@@ -8,7 +8,7 @@ use crate::admin::auth::{Access, Principal};
 use crate::store::directory::ListQuery;
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Extension, Json};
 
@@ -120,9 +120,8 @@ async fn patients(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<Search>,
-    headers: HeaderMap,
 ) -> Page {
-    let layout = Layout::new(&p, &headers, "Patients", "patients");
+    let layout = Layout::new(&p, "Patients", "patients");
     let admin = layout.is_admin;
     let Json(page) = api::patients(State(s), Extension(p), Query(q.list_query())).await?;
     let rows = page
@@ -169,9 +168,8 @@ async fn devices(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<Search>,
-    headers: HeaderMap,
 ) -> Page {
-    let layout = Layout::new(&p, &headers, "Devices", "devices");
+    let layout = Layout::new(&p, "Devices", "devices");
     let Json(page) = api::devices(State(s), Extension(p), Query(q.list_query())).await?;
     let rows = page
         .items
@@ -214,9 +212,8 @@ async fn subscribers(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Query(q): Query<Search>,
-    headers: HeaderMap,
 ) -> Page {
-    let layout = Layout::new(&p, &headers, "Subscribers", "subscribers");
+    let layout = Layout::new(&p, "Subscribers", "subscribers");
     let Json(page) = api::subscribers(State(s), Query(q.list_query())).await?;
     let rows = page
         .items

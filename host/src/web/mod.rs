@@ -20,7 +20,7 @@ use crate::store::accounts::Role;
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get};
 
@@ -87,32 +87,6 @@ async fn home(Extension(p): Extension<Principal>) -> Redirect {
 
 // ---- layout ----
 
-/// Glucose display unit, per browser (the `gg_unit` cookie the unit switch sets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    MgDl,
-    MmolL,
-}
-
-impl Unit {
-    fn from_headers(headers: &HeaderMap) -> Unit {
-        let mmol = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .any(|c| c.trim() == "gg_unit=mmol");
-        if mmol { Unit::MmolL } else { Unit::MgDl }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Unit::MgDl => "mg/dL",
-            Unit::MmolL => "mmol/L",
-        }
-    }
-}
-
 /// What every page's frame needs: who is signed in, their CSRF token, the navigation.
 pub struct Layout {
     pub title: String,
@@ -126,12 +100,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(
-        p: &Principal,
-        headers: &HeaderMap,
-        title: impl Into<String>,
-        section: &'static str,
-    ) -> Self {
+    pub fn new(p: &Principal, title: impl Into<String>, section: &'static str) -> Self {
         Layout {
             title: title.into(),
             username: p
@@ -150,7 +119,13 @@ impl Layout {
                 // A token in a browser is unusual; its requests carry the token itself.
                 Via::Token { .. } => String::new(),
             },
-            unit: Unit::from_headers(headers).label(),
+            // The user's own choice (`PUT /api/me/preferences`); mg/dL until they make one.
+            unit: p
+                .user
+                .as_ref()
+                .and_then(|u| u.glucose_unit)
+                .unwrap_or_default()
+                .as_str(),
             section,
         }
     }

@@ -10,7 +10,7 @@ use crate::admin::auth::{Access, Principal};
 use crate::store::accounts::AuditFilter;
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Extension, Json};
 
@@ -50,11 +50,7 @@ struct OpsPage {
     faults: Vec<Vec<Cell>>,
 }
 
-async fn ops(
-    State(s): State<AdminState>,
-    Extension(p): Extension<Principal>,
-    headers: HeaderMap,
-) -> Page {
+async fn ops(State(s): State<AdminState>, Extension(p): Extension<Principal>) -> Page {
     let feeds = s.pipeline.feeds();
     let sinks = s
         .pipeline
@@ -118,7 +114,7 @@ async fn ops(
         })
         .collect();
     Ok(render(OpsPage {
-        layout: Layout::new(&p, &headers, "Operations", "ops"),
+        layout: Layout::new(&p, "Operations", "ops"),
         health: s.pipeline.health(),
         stats: s.pipeline.stats(),
         sinks,
@@ -127,11 +123,7 @@ async fn ops(
     }))
 }
 
-async fn audit(
-    State(s): State<AdminState>,
-    Extension(p): Extension<Principal>,
-    headers: HeaderMap,
-) -> Page {
+async fn audit(State(s): State<AdminState>, Extension(p): Extension<Principal>) -> Page {
     let Json(log) = api::audit_log(
         State(s),
         Query(AuditFilter {
@@ -154,7 +146,7 @@ async fn audit(
         })
         .collect();
     Ok(render(TablePage {
-        layout: Layout::new(&p, &headers, "Audit log", "audit"),
+        layout: Layout::new(&p, "Audit log", "audit"),
         intro: "Every change, newest first: who, when, what. Nobody can edit it through the API.",
         table_id: "audit-table",
         base: "/web/audit",

@@ -10,7 +10,7 @@ use crate::model::{ParamSpec, ParamType, ParamValue};
 use crate::store::{RuleScope, RuleState};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use std::collections::BTreeMap;
@@ -77,11 +77,7 @@ pub(super) fn describe_scope(scope: &RuleScope) -> String {
     }
 }
 
-async fn list(
-    State(s): State<AdminState>,
-    Extension(p): Extension<Principal>,
-    headers: HeaderMap,
-) -> Page {
+async fn list(State(s): State<AdminState>, Extension(p): Extension<Principal>) -> Page {
     let Json(views) = api::rules(State(s), Extension(p.clone())).await?;
     let rows = views
         .iter()
@@ -118,7 +114,7 @@ async fn list(
         })
         .collect();
     Ok(render(ListPage {
-        layout: Layout::new(&p, &headers, "Rules", "rules"),
+        layout: Layout::new(&p, "Rules", "rules"),
         rows,
     }))
 }
@@ -206,7 +202,6 @@ async fn detail(
     State(s): State<AdminState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Page {
     let Json(views) = api::rules(State(s), Extension(p.clone())).await?;
     let view = views
@@ -264,7 +259,7 @@ async fn detail(
         .map(|r| r.metrics.clone())
         .unwrap_or_default();
     Ok(render(DetailPage {
-        layout: Layout::new(&p, &headers, format!("Rule {name}"), "rules"),
+        layout: Layout::new(&p, format!("Rule {name}"), "rules"),
         scope: state
             .as_ref()
             .map(|s| describe_scope(&s.scope))

@@ -79,16 +79,6 @@ async fn as_token(
     .await
 }
 
-/// Issues a token of `role` (for `user` when given) straight into the store.
-async fn issue(app: &App, role: Role, user: Option<String>) -> (String, String) {
-    let (record, token) = auth::new_token("t", role, user, "system:test", None);
-    app.store
-        .create_token(&record, &support::audit())
-        .await
-        .unwrap();
-    (record.token_id, token)
-}
-
 /// A host with the default rule, one patient followed by a clinician's subscriber row and
 /// one who is not, and tokens for every kind of caller.
 struct Fixture {
@@ -109,33 +99,28 @@ async fn fixture() -> Fixture {
         vec![rule("glucoguard_default_rule", &[])],
     );
     let app = glucoguard::app::start(&config).await.unwrap();
-    let dims: glucoguard::model::dims::Dimensions = serde_json::from_value(serde_json::json!({
-        "patients": [
-            {"patient_id": 1, "first_name": "Ada", "last_name": "Followed"},
-            {"patient_id": 2, "first_name": "Bo", "last_name": "Other"}
-        ],
-        "subscribers": [{"subscriber_id": 10, "name": "Dr Who", "role": "doctor"}],
-        "subscriptions": [{"subscriber_id": 10, "patient_id": 1}]
-    }))
-    .unwrap();
-    app.store
-        .put_dimensions(&dims, &support::audit())
-        .await
-        .unwrap();
-    let user = auth::new_user("doc", "a long enough password", Role::Clinician, Some(10)).unwrap();
-    app.store
-        .create_user(&user, &support::audit())
-        .await
-        .unwrap();
+    support::put_dimensions(
+        &app,
+        serde_json::json!({
+            "patients": [
+                {"patient_id": 1, "first_name": "Ada", "last_name": "Followed"},
+                {"patient_id": 2, "first_name": "Bo", "last_name": "Other"}
+            ],
+            "subscribers": [{"subscriber_id": 10, "name": "Dr Who", "role": "doctor"}],
+            "subscriptions": [{"subscriber_id": 10, "patient_id": 1}]
+        }),
+    )
+    .await;
+    let user = support::clinician(&app, 10).await;
     let admin_user = auth::new_user("root", "another long password", Role::Admin, None).unwrap();
     app.store
         .create_user(&admin_user, &support::audit())
         .await
         .unwrap();
-    let (_, device) = issue(&app, Role::Device, None).await;
-    let (_, clinician) = issue(&app, Role::Clinician, Some(user.user_id.clone())).await;
-    let (_, admin) = issue(&app, Role::Admin, None).await;
-    let (revoked_id, revoked) = issue(&app, Role::Admin, None).await;
+    let (_, device) = support::issue(&app, Role::Device, None).await;
+    let (_, clinician) = support::issue(&app, Role::Clinician, Some(user.user_id.clone())).await;
+    let (_, admin) = support::issue(&app, Role::Admin, None).await;
+    let (revoked_id, revoked) = support::issue(&app, Role::Admin, None).await;
     app.store
         .revoke_token(&revoked_id, &support::audit())
         .await
@@ -189,6 +174,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static [Role]> {
         (("POST", "/api/login"), PUBLIC),
         (("POST", "/api/logout"), ANY),
         (("GET", "/api/me"), ANY),
+        (("PUT", "/api/me/preferences"), ANY),
         (("GET", "/api/stats"), STAFF),
         (("GET", "/api/sinks"), ADMIN),
         (("GET", "/api/counts"), ADMIN),
@@ -365,6 +351,131 @@ async fn every_route_answers_every_role_as_designed() {
     let r = call(&f.router, Method::GET, "/api/nope", &[], vec![]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     support::stop(f.app).await;
+}
+
+/// Logs `user` in and answers (cookie, CSRF token).
+async fn session(f: &Fixture, user: &str, password: &str) -> (String, String) {
+    let ok = call(
+        &f.router,
+        Method::POST,
+        "/api/login",
+        &[("content-type", "application/json")],
+        serde_json::to_vec(&serde_json::json!({"username": user, "password": password})).unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
+    let cookie = ok.headers["set-cookie"].to_str().unwrap();
+    (
+        cookie.split(';').next().unwrap().to_owned(),
+        ok.json["csrf_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_glucose_unit_is_kept_with_their_account_for_every_browser() {
+    let f = fixture().await;
+    let (cookie, csrf) = session(&f, "doc", "a long enough password").await;
+    let page_unit = |cookie: String| {
+        let router = f.router.clone();
+        async move {
+            let page = call(
+                &router,
+                Method::GET,
+                "/web/alerts",
+                &[("cookie", &cookie)],
+                vec![],
+            )
+            .await;
+            assert_eq!(page.status, StatusCode::OK);
+            let html = page.json.as_str().unwrap().to_owned();
+            let at = html.find("data-unit=\"").expect("the body names the unit") + 11;
+            html[at..at + html[at..].find('"').unwrap()].to_owned()
+        }
+    };
+    assert_eq!(page_unit(cookie.clone()).await, "mg/dL", "the default");
+    let set = |body: &'static str, csrf: Option<&str>| {
+        let router = f.router.clone();
+        let cookie = cookie.clone();
+        let csrf = csrf.map(str::to_owned);
+        async move {
+            let mut headers = vec![
+                ("cookie", cookie.as_str()),
+                ("content-type", "application/json"),
+            ];
+            if let Some(c) = &csrf {
+                headers.push((auth::CSRF_HEADER, c.as_str()));
+            }
+            call(
+                &router,
+                Method::PUT,
+                "/api/me/preferences",
+                &headers,
+                body.as_bytes().to_vec(),
+            )
+            .await
+        }
+    };
+    // A change like any other: the CSRF token is required, unknown units and fields refused.
+    assert_eq!(
+        set(r#"{"glucose_unit":"mmol/L"}"#, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        r#"{"glucose_unit":"mmol"}"#,
+        r#"{"glucose_unit":"mmol/L","x":1}"#,
+        "{}",
+    ] {
+        assert_eq!(
+            set(bad, Some(&csrf)).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    let ok = set(r#"{"glucose_unit":"mmol/L"}"#, Some(&csrf)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
+    // Another browser: a new session of the same user shows mmol/L; another user does not.
+    let (other_browser, _) = session(&f, "doc", "a long enough password").await;
+    assert_eq!(page_unit(other_browser.clone()).await, "mmol/L");
+    let me = call(
+        &f.router,
+        Method::GET,
+        "/api/me",
+        &[("cookie", &other_browser)],
+        vec![],
+    )
+    .await;
+    assert_eq!(me.json["glucose_unit"], "mmol/L");
+    let (root, _) = session(&f, "root", "another long password").await;
+    assert_eq!(
+        page_unit(root).await,
+        "mg/dL",
+        "one user's choice is theirs alone"
+    );
+    // A token acting for no account has no preferences to keep.
+    let r = call(
+        &f.router,
+        Method::PUT,
+        "/api/me/preferences",
+        &[
+            ("authorization", &support::bearer(&f.admin)),
+            ("content-type", "application/json"),
+        ],
+        br#"{"glucose_unit":"mmol/L"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    // Audited with before and after.
+    let audit = f
+        .app
+        .store
+        .audit_log(&AuditFilter {
+            action: Some("user.preferences".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].entry.actor, "user:doc");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -606,3 +606,127 @@ fn no_glucose_value_or_patient_name_reaches_the_logs_or_the_terminal() {
         assert!(!err.contains(&secret), "{secret:?} in the logs: {stderr}");
     }
 }
+
+/// `glucoguard demo --serve` (what `cargo xtask demo` runs): the admin answers with the
+/// simulated patients' history in the dashboard, the printed password logs in as `demo`, and
+/// Ctrl-C ends it cleanly.
+#[test]
+fn the_served_demo_shows_the_simulated_patients_in_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = glucoguard()
+        .args(["demo", "--rule"])
+        .arg(plugin_path("glucoguard_default_rule"))
+        .args([
+            "--serve",
+            "127.0.0.1:0",
+            "--patients",
+            "3",
+            "--history",
+            "1d",
+            "--duration",
+            "1h",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("demo.db"))
+        .env_remove("GLUCOGUARD_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = drain(child.stdout.take().unwrap());
+    // The banner: "open http://ADDR/web and log in as demo with password P".
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (url, password) = loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the demo ended before printing where to log in");
+        if let Some(rest) = line.trim().strip_prefix("open ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            assert_eq!(
+                &words[1..7],
+                ["and", "log", "in", "as", "demo", "with"],
+                "{line}"
+            );
+            break (words[0].to_owned(), words[8].to_owned());
+        }
+    };
+    let stderr = drain(stderr);
+    let base = url
+        .strip_suffix("/web")
+        .expect("the URL opens /web")
+        .to_owned();
+    let agent = agent();
+    let mut login = agent
+        .post(&format!("{base}/api/login"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::json!({"username": "demo", "password": password}).to_string())
+        .unwrap();
+    assert_eq!(
+        login.status().as_u16(),
+        200,
+        "{}",
+        login.body_mut().read_to_string().unwrap()
+    );
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // A day of 5-minute readings per patient arrives at full speed; the dashboard reads it
+    // from DuckDB once the feeder has copied it.
+    let started = Instant::now();
+    let list = loop {
+        let mut resp = agent
+            .get(&format!("{base}/api/dashboard/patients?days=2"))
+            .header("Cookie", &cookie)
+            .call()
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{text}");
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let counts: Vec<u64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metrics"]["count"].as_u64().unwrap())
+            .collect();
+        // 288 a day each, less the ones the simulator drops or delays.
+        if counts.len() == 3 && counts.iter().all(|n| *n >= 250) {
+            break list;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the dashboard did not show a day per patient: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["last_reading_ms"].is_i64())
+    );
+    let mut page = agent
+        .get(&format!("{base}/web/dashboard"))
+        .header("Cookie", &cookie)
+        .call()
+        .unwrap();
+    let html = page.body_mut().read_to_string().unwrap();
+    for id in 1..=3 {
+        assert!(
+            html.contains(&format!("href=\"/web/patients/{id}\"")),
+            "patient {id} listed"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = wait_exit(&mut child, Duration::from_secs(60));
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("3 patients, 6 devices"), "{stdout}");
+}

@@ -8,7 +8,6 @@
 use crate::support::{self, glucose_json, send_all};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use glucoguard::admin::auth;
 use glucoguard::admin::{AdminState, router};
 use glucoguard::analytics::Table;
 use glucoguard::app::App;
@@ -84,12 +83,7 @@ fn readings(today: i64, now: i64) -> Vec<(String, u64, i64, f64)> {
 }
 
 async fn issue(app: &App, role: Role, user: Option<String>) -> String {
-    let (record, token) = auth::new_token("t", role, user, "system:test", None);
-    app.store
-        .create_token(&record, &support::audit())
-        .await
-        .unwrap();
-    token
+    support::issue(app, role, user).await.1
 }
 
 async fn fixture() -> Fixture {
@@ -101,7 +95,9 @@ async fn fixture() -> Fixture {
         ..support::sqlite_host_config(&dir.path().join("g.db"), 256, vec![])
     };
     let app = glucoguard::app::start(&config).await.unwrap();
-    let dims: glucoguard::model::dims::Dimensions = serde_json::from_value(json!({
+    support::put_dimensions(
+        &app,
+        json!({
         "patients": [
             {"patient_id": 1, "first_name": "Ada", "last_name": "Followed", "profile": "type1"},
             {"patient_id": 2, "first_name": "Bo", "last_name": "Other"},
@@ -116,21 +112,14 @@ async fn fixture() -> Fixture {
             {"subscriber_id": 10, "patient_id": 1},
             {"subscriber_id": 10, "patient_id": 4}
         ]
-    }))
-    .unwrap();
-    app.store
-        .put_dimensions(&dims, &support::audit())
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     app.store
         .delete_patient(3, &support::audit())
         .await
         .unwrap();
-    let user = auth::new_user("doc", "a long enough password", Role::Clinician, Some(10)).unwrap();
-    app.store
-        .create_user(&user, &support::audit())
-        .await
-        .unwrap();
+    let user = support::clinician(&app, 10).await;
     let admin = issue(&app, Role::Admin, None).await;
     let clinician = issue(&app, Role::Clinician, Some(user.user_id.clone())).await;
 

@@ -242,11 +242,53 @@ pub async fn token(app: &glucoguard::app::App) -> String {
 }
 
 pub async fn token_in(store: &dyn glucoguard::store::AdminStore) -> String {
-    use glucoguard::store::accounts::Role;
+    issue_in(store, glucoguard::store::accounts::Role::Admin, None)
+        .await
+        .1
+}
+
+/// A token of `role` (acting for `user` when given) issued straight into a running app's
+/// store: its id and the token.
+pub async fn issue(
+    app: &glucoguard::app::App,
+    role: glucoguard::store::accounts::Role,
+    user: Option<String>,
+) -> (String, String) {
+    issue_in(app.store.as_ref(), role, user).await
+}
+
+async fn issue_in(
+    store: &dyn glucoguard::store::AdminStore,
+    role: glucoguard::store::accounts::Role,
+    user: Option<String>,
+) -> (String, String) {
     let (record, token) =
-        glucoguard::admin::auth::new_token("test", Role::Admin, None, "system:test", None);
+        glucoguard::admin::auth::new_token("test", role, user, "system:test", None);
     store.create_token(&record, &audit()).await.unwrap();
-    token
+    (record.token_id, token)
+}
+
+/// The directory from its JSON import shape, written straight into the store.
+pub async fn put_dimensions(app: &glucoguard::app::App, dims: serde_json::Value) {
+    let dims: glucoguard::model::dims::Dimensions = serde_json::from_value(dims).unwrap();
+    app.store.put_dimensions(&dims, &audit()).await.unwrap();
+}
+
+/// The clinician account `doc` acting for subscriber `subscriber_id`.
+pub async fn clinician(
+    app: &glucoguard::app::App,
+    subscriber_id: u64,
+) -> glucoguard::store::accounts::User {
+    use glucoguard::store::accounts::Role;
+    let user = glucoguard::admin::auth::new_user(
+        "doc",
+        "a long enough password",
+        Role::Clinician,
+        Some(subscriber_id),
+    )
+    .unwrap();
+    app.store.create_user(&user, &audit()).await.unwrap();
+    user
 }
 
 pub fn bearer(token: &str) -> String {

@@ -318,3 +318,66 @@ fn seed_posts_the_dimension_data_of_the_same_seed() {
         "the same document as `dims` for this seed"
     );
 }
+
+#[test]
+fn wall_clock_pacing_sends_the_past_at_once_and_holds_the_future_for_its_time() {
+    // Two hours of history and two hours ahead: the history arrives at once, nothing emitted
+    // after "now" is published before its time (the stop flag ends the wait).
+    let now = chrono::Utc::now();
+    let cfg = glucoguard_simulator::SimConfig {
+        start: now - chrono::Duration::hours(2),
+        duration: chrono::Duration::hours(4),
+        ..config(2, 1, 1)
+    };
+    let in_the_past = Simulator::new(cfg.clone())
+        .filter(|e| e.emitted_at() <= now)
+        .count();
+    assert!(
+        in_the_past > 40,
+        "two patients, two hours of CGM: {in_the_past}"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    struct Keep(Arc<Mutex<Vec<glucoguard_simulator::Event>>>);
+    impl Publisher for Keep {
+        fn publish(&mut self, events: &[glucoguard_simulator::Event]) -> anyhow::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        }
+    }
+    let mut publisher = Keep(collected.clone());
+    let handle = thread::spawn(move || {
+        stream_until(
+            Simulator::new(cfg),
+            Pacing::WallClock,
+            &mut publisher,
+            16,
+            false,
+            &flag,
+        )
+        .unwrap()
+    });
+    // Wait until the history is in (generous: a loaded machine), then stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while collected.lock().unwrap().len() < in_the_past && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let stats = handle.join().unwrap();
+    let sent = collected.lock().unwrap();
+    assert!(stats.stopped, "the stream was still waiting for the future");
+    assert!(
+        sent.len() >= in_the_past,
+        "{} of {in_the_past} past events",
+        sent.len()
+    );
+    let published_at = chrono::Utc::now();
+    assert!(
+        sent.iter().all(|e| e.emitted_at() <= published_at),
+        "an event was published before its emission time"
+    );
+    // The next event (CGM every 5 minutes) lies minutes ahead: none of it was sent.
+    assert!(sent.len() < in_the_past + 4, "{} sent", sent.len());
+}
