@@ -11,9 +11,12 @@
 //!   `--no-serve` for the terminal-only demo).
 //! - `backfill [ARGS…]`: the same in a release build at full speed, e.g.
 //!   `cargo xtask backfill --patients 100 --duration 30d --db glucoguard.db`.
-//! - `test`: build the web bundle and the plugins, run the plugin unit tests natively, then the
-//!   whole workspace test suite (cargo-nextest when installed, else cargo test), then the
-//!   browser tests.
+//! - `build-testkit`: build `testkit/` (its own workspace: the local Event Hubs endpoint
+//!   `glucoguard-testkit`) into `<target>/testkit` and print the binary's path.
+//! - `test`: build the web bundle and the plugins, run the plugin unit tests natively and the
+//!   testkit's tests (its own workspace and target dir; the Python client test needs
+//!   `pip install azure-eventhub==5.15.1`), then the whole workspace test suite
+//!   (cargo-nextest when installed, else cargo test), then the browser tests.
 //! - `browser-test [FILTER…]`: build the web bundle, the plugins and the `glucoguard` binary,
 //!   then run the browser tests (`node web/tests/run.mjs`: headless Chromium through
 //!   playwright-core; FILTER keeps the test files whose name contains it). Screenshots land in
@@ -34,6 +37,7 @@ fn main() -> Result<()> {
             build_plugins().map(|dir| println!("plugins built in {}", dir.display()))
         }
         "build-web" => build_web().map(|_| ()),
+        "build-testkit" => build_testkit().map(|bin| println!("{}", bin.display())),
         "demo" => demo(&demo_args(&rest), "demo", false),
         "backfill" => demo(&rest, "backfill", true),
         "test" => test(&rest),
@@ -42,7 +46,7 @@ fn main() -> Result<()> {
         "lint" => lint(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins | build-web | demo [ARGS…] | test [ARGS…] | browser-test [FILTER…] | bench | lint>"
+                "usage: cargo xtask <build-plugins | build-web | build-testkit | demo [ARGS…] | test [ARGS…] | browser-test [FILTER…] | bench | lint>"
             );
             std::process::exit(2);
         }
@@ -119,6 +123,32 @@ fn build_plugins() -> Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// Where the testkit (its own workspace, with its own lock file and the Event Hubs clients'
+/// pins) builds, apart from the host's target dir.
+fn testkit_target_dir() -> PathBuf {
+    target_dir().join("testkit")
+}
+
+fn testkit_cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root().join("testkit"))
+        .env("CARGO_TARGET_DIR", testkit_target_dir());
+    c
+}
+
+/// Builds `glucoguard-testkit` and returns the binary's path.
+fn build_testkit() -> Result<PathBuf> {
+    run(testkit_cargo().args(["build", "--locked", "--bin", "glucoguard-testkit"]))?;
+    let bin = testkit_target_dir().join("debug").join(format!(
+        "glucoguard-testkit{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    if !bin.exists() {
+        bail!("the testkit build produced no {}", bin.display());
+    }
+    Ok(bin)
 }
 
 /// The web bundle esbuild writes and the host embeds.
@@ -231,6 +261,9 @@ fn test(args: &[String]) -> Result<()> {
         .current_dir(root().join("plugins"))
         .args(["test", "--locked", "--workspace"])
         .env("CARGO_TARGET_DIR", target_dir().join("plugins-native")))?;
+    // The testkit: its own workspace and target dir (the Event Hubs endpoint and the real
+    // Rust and Python clients against it).
+    run(testkit_cargo().args(["test", "--locked", "--no-fail-fast"]))?;
     let workspace = if has_nextest() {
         // nextest does not run doctests: run them first, so the suite's summary closes the run.
         run(cargo().args(["test", "--locked", "--workspace", "--doc"])).and_then(|()| {
