@@ -94,7 +94,7 @@ fn host_config(db: &Path, options: SqliteOptions, rule: &Path) -> Config {
         },
         engine: EngineConfig::default(),
         pipeline: PipelineConfig::default(),
-        file_sources: vec![],
+        sources: vec![],
         rules: vec![RuleConfig {
             path: rule.to_owned(),
             enabled: true,

@@ -154,7 +154,7 @@ async fn main() {
         analytics: Some(glucoguard::config::AnalyticsConfig {
             path: dir.path().join("analytics.duckdb"),
         }),
-        file_sources: vec![],
+        sources: vec![],
         rules: vec![],
         console: false,
         listen: None,

@@ -70,7 +70,7 @@ fn main() {
                 max_batch,
                 ..PipelineConfig::default()
             },
-            file_sources: vec![],
+            sources: vec![],
             rules: vec![RuleConfig {
                 path: rule.clone(),
                 enabled: true,

@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::pipeline::rules::{RuleError, RuleManager};
 use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::sinks::{ConsoleNotifier, LiveFeed, Notifier, StorageSink};
-use crate::sources::file::{FileProgress, stream_file};
+use crate::sources::{RunningSource, SourceError};
 use crate::store::mysql::MySqlStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -44,7 +44,21 @@ pub enum StartError {
     },
     #[error("https: {0}")]
     Tls(#[from] crate::admin::tls::TlsError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
+
+/// What went wrong in an ordered shutdown ([`App::shutdown`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("the pipeline did not drain: {0}")]
+    Pipeline(String),
+    #[error("{} source(s) did not finish cleanly: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Sources(Vec<SourceError>),
+}
+
+/// How long a source has, after the pipeline drained, for its final acknowledgements.
+pub const SOURCE_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A started host.
 pub struct App {
@@ -52,7 +66,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub live: LiveFeed,
     pub pipeline: JoinHandle<()>,
-    pub file_sources: Vec<(JoinHandle<std::io::Result<()>>, Arc<FileProgress>)>,
+    /// The configured sources (`[[sources]]`), in config order, attached to `handle`.
+    pub sources: Vec<RunningSource>,
     /// Where the HTTP listener is bound, when the config asked for one.
     pub http: Option<std::net::SocketAddr>,
     /// The HTTP server, to stop gracefully once the pipeline drained.
@@ -103,6 +118,47 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("store", &self.store.kind())
             .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Stops the host in order: every source stops taking input, the pipeline processes what
+    /// is queued (each item durable in the store, then acknowledged) and the storage sinks
+    /// take the rest from the store and flush; then each source gives its final
+    /// acknowledgement or checkpoint and ends (an MQTT source's last PUBACKs, then its
+    /// DISCONNECT); then the HTTP server stops.
+    pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.handle.shutdown().await;
+        match (&mut self.pipeline).await {
+            Ok(()) => {}
+            Err(e) => return Err(ShutdownError::Pipeline(e.to_string())),
+        }
+        self.finish_sources(SOURCE_FINISH_TIMEOUT).await?;
+        if let Some(http) = self.http_server.take() {
+            http.shutdown(std::time::Duration::from_secs(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The last step for the sources, once the pipeline drained: waits up to `limit` each for
+    /// its final acknowledgement and end.
+    pub async fn finish_sources(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Result<(), ShutdownError> {
+        let mut failed = Vec::new();
+        for s in self.sources.drain(..) {
+            s.stop();
+            if let Err(e) = s.finish(limit).await {
+                tracing::warn!(error = %e, "source did not finish cleanly; what it had not acknowledged comes again");
+                failed.push(e);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError::Sources(failed))
+        }
     }
 }
 
@@ -250,17 +306,25 @@ pub async fn start_with(
     )
     .await?;
     let pipeline = tokio::spawn(pipeline.run());
-    let file_sources = config
-        .file_sources
-        .iter()
-        .map(|path| {
-            let progress = Arc::new(FileProgress::default());
-            (
-                tokio::spawn(stream_file(path.clone(), handle.input(), progress.clone())),
-                progress,
-            )
-        })
-        .collect();
+    let mut sources = Vec::with_capacity(config.sources.len());
+    for c in &config.sources {
+        let source = match c.build(handle.input()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Stop what started (attached below as it started), in order, then report.
+                handle.shutdown().await;
+                let _ = pipeline.await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(
+            source = source.name(),
+            kind = source.kind(),
+            "source started"
+        );
+        handle.attach_source(source.control());
+        sources.push(source);
+    }
     let (http, http_server) = match config.listen {
         None => (None, None),
         Some(addr) => {
@@ -302,7 +366,7 @@ pub async fn start_with(
         store,
         live,
         pipeline,
-        file_sources,
+        sources,
         http,
         http_server,
         retention,

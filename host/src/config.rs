@@ -5,6 +5,7 @@
 use crate::engine::EngineConfig;
 use crate::model::ParamValue;
 use crate::pipeline::PipelineConfig;
+use crate::sources::SourceConfig;
 use crate::store::mysql::{MySqlOptions, MySqlUrl};
 use crate::store::sqlite::SqliteOptions;
 use serde::Deserialize;
@@ -138,11 +139,15 @@ impl Default for RawStore {
     }
 }
 
+/// `[[sources]]`: one entry per source, `kind` names which. The embedded source and HTTP
+/// ingest are always there and not listed.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawSource {
     /// JSON lines read once from a file.
-    File { path: PathBuf },
+    File(crate::sources::file::RawFileSource),
+    /// An MQTT 5 broker.
+    Mqtt(crate::sources::mqtt::RawMqttSource),
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +191,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub engine: EngineConfig,
     pub pipeline: PipelineConfig,
-    pub file_sources: Vec<PathBuf>,
+    /// `[[sources]]`, each built and started by `app::start`.
+    pub sources: Vec<SourceConfig>,
     pub rules: Vec<RuleConfig>,
     pub console: bool,
     /// The console prints patient ids, values and rule messages (`[notify] console_details`).
@@ -378,6 +384,12 @@ impl Config {
                 None
             }
         };
+        let sources = sources(
+            raw.sources,
+            &resolve,
+            |k| std::env::var(k).ok(),
+            &mut problems,
+        );
         let d = raw.diagnostics;
         if d.max_rows == 0 || d.max_age_days == 0 || d.every_secs == 0 {
             problems.push(
@@ -391,11 +403,7 @@ impl Config {
             store: store.expect("a store without problems is resolved"),
             engine: raw.engine,
             pipeline: raw.pipeline,
-            file_sources: raw
-                .sources
-                .into_iter()
-                .map(|RawSource::File { path }| resolve(&path))
-                .collect(),
+            sources,
             rules: raw
                 .rules
                 .into_iter()
@@ -420,6 +428,44 @@ impl Config {
             diagnostics: raw.diagnostics,
         })
     }
+}
+
+/// The validated `[[sources]]`: each checked (problems prefixed with `sources[i]`), names
+/// unique. `env` reads the variables the sources name (`std::env::var` outside tests).
+fn sources(
+    raw: Vec<RawSource>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Vec<SourceConfig> {
+    let mut out: Vec<SourceConfig> = Vec::new();
+    for (i, s) in raw.into_iter().enumerate() {
+        let built = match s {
+            RawSource::File(f) => Ok(SourceConfig::File(
+                crate::sources::file::FileSourceConfig::from_raw(f, resolve),
+            )),
+            RawSource::Mqtt(m) => {
+                crate::sources::mqtt::MqttSourceConfig::from_raw(m, &env, resolve)
+                    .map(SourceConfig::Mqtt)
+            }
+        };
+        match built {
+            Ok(c) => {
+                if out.iter().any(|o| o.name() == c.name()) {
+                    problems.push(format!(
+                        "sources[{i}]: another source is named {:?}: give each a distinct `name`",
+                        c.name()
+                    ));
+                }
+                out.push(c);
+            }
+            Err(p) => problems.extend(
+                p.into_iter()
+                    .map(|p| format!("sources[{i}] (kind = \"mqtt\"): {p}")),
+            ),
+        }
+    }
+    out
 }
 
 /// MySQL's validated config: the options checked and the URL read from the environment variable
@@ -475,7 +521,11 @@ mod tests {
         );
         assert_eq!(c.engine.call_timeout_ms, 100);
         assert_eq!(c.pipeline.max_batch, 64);
-        assert_eq!(c.file_sources, vec![PathBuf::from("/etc/gg/in.jsonl")]);
+        assert!(
+            matches!(&c.sources[..], [SourceConfig::File(f)] if f.path == Path::new("/etc/gg/in.jsonl") && f.name == "file:/etc/gg/in.jsonl"),
+            "{:?}",
+            c.sources
+        );
         assert_eq!(c.rules[0].params["high_mg_dl"], ParamValue::Float(120.0));
         assert!(c.rules[0].enabled);
     }
@@ -657,6 +707,138 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v, FULL);
+    }
+
+    #[test]
+    fn sources_of_each_kind_parse_and_unknown_kinds_or_fields_are_refused() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sources]]
+            kind = "file"
+            path = "in.jsonl"
+            [[sources]]
+            kind = "mqtt"
+            url = "mqtts://broker.example:8884"
+            client_id = "gg-host-1"
+            topic_prefix = "site-a"
+            username_env = "GG_MQTT_USER"
+            password_env = "GG_MQTT_PASSWORD"
+            ca_file = "ca.pem"
+            session_expiry_secs = 3600
+            receive_maximum = 64
+            [[sources]]
+            kind = "mqtt"
+            name = "plain"
+            url = "mqtt://127.0.0.1"
+            client_id = "gg-host-2"
+            "#,
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "GG_MQTT_USER" => Some("host-1".to_owned()),
+            "GG_MQTT_PASSWORD" => Some("s3cret".to_owned()),
+            _ => None,
+        };
+        let resolve = |p: &Path| Path::new("/etc/gg").join(p);
+        let mut problems = Vec::new();
+        let s = sources(raw.sources, &resolve, env, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let [
+            SourceConfig::File(f),
+            SourceConfig::Mqtt(m),
+            SourceConfig::Mqtt(plain),
+        ] = &s[..]
+        else {
+            panic!("a file and two mqtt sources expected: {s:?}")
+        };
+        assert_eq!(f.path, Path::new("/etc/gg/in.jsonl"));
+        assert_eq!(
+            (m.name.as_str(), m.host.as_str(), m.port, m.tls),
+            ("mqtt:gg-host-1", "broker.example", 8884, true)
+        );
+        assert_eq!(m.ca_file.as_deref(), Some(Path::new("/etc/gg/ca.pem")));
+        assert_eq!(
+            m.credentials.as_ref().map(|c| c.username.as_str()),
+            Some("host-1")
+        );
+        assert_eq!((m.session_expiry_secs, m.receive_maximum), (3600, 64));
+        assert_eq!(
+            m.topic_filters(),
+            ["site-a/glucose/+".to_owned(), "site-a/device/+".to_owned()]
+        );
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "the password never prints"
+        );
+        assert_eq!(
+            (plain.name.as_str(), plain.port, plain.tls),
+            ("plain", 1883, false)
+        );
+        assert_eq!(plain.topic_prefix, "glucoguard");
+        assert!(plain.credentials.is_none());
+
+        let e = toml::from_str::<RawConfig>("[[sources]]\nkind = \"kafka\"\npath = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `kafka`") && e.contains("`file`") && e.contains("`mqtt`"),
+            "{e}"
+        );
+        let e = toml::from_str::<RawConfig>(
+            "[[sources]]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nclient_id = \"c\"\npassword = \"x\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `password`"), "{e}");
+        let e = toml::from_str::<RawConfig>("[[sources]]\nkind = \"file\"\npaht = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `paht`"), "{e}");
+        assert!(toml::from_str::<RawConfig>("[[sources]]\npath = \"x\"").is_err());
+
+        // Every bad value is reported, named by its source and field.
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sources]]
+            kind = "mqtt"
+            url = "mqtt://user:pw@h"
+            client_id = ""
+            topic_prefix = "a/#"
+            username_env = "GG_UNSET"
+            session_expiry_secs = 0
+            max_packet_bytes = 1000
+            [[sources]]
+            kind = "mqtt"
+            url = "mqtt://h"
+            client_id = "c"
+            ca_file = "ca.pem"
+            [[sources]]
+            kind = "file"
+            name = "dup"
+            path = "a"
+            [[sources]]
+            kind = "file"
+            name = "dup"
+            path = "b"
+            "#,
+        )
+        .unwrap();
+        let e = Config::validate(raw, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "sources[0] (kind = \"mqtt\"): url",
+            "username_env",
+            "client_id must be",
+            "topic_prefix \"a/#\"",
+            "GG_UNSET is not set",
+            "session_expiry_secs = 0",
+            "max_packet_bytes",
+            "sources[1] (kind = \"mqtt\"): ca_file is only used with an mqtts:// url",
+            "sources[3]: another source is named \"dup\"",
+        ] {
+            assert!(e.contains(expected), "{expected:?} missing in: {e}");
+        }
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         store,
         engine: EngineConfig::default(),
         pipeline: PipelineConfig::default(),
-        file_sources: vec![],
+        sources: vec![],
         rules: vec![RuleConfig {
             path: args.rule.clone(),
             enabled: true,

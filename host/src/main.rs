@@ -298,9 +298,10 @@ async fn apply_retention(config: PathBuf, older_than_days: Option<u32>) -> Resul
 /// How long the HTTP server has, once the pipeline drained, to answer the requests in flight.
 const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs the host until Ctrl-C or SIGTERM, then stops taking input, waits until the pipeline
-/// drained (every item it took is durable and acknowledged, so waiting ingest requests get
-/// their answer) and stops the HTTP server. If the pipeline stops on its own (a panic), the
+/// Runs the host until Ctrl-C or SIGTERM, then stops the sources and the input, waits until
+/// the pipeline drained (every item it took is durable and acknowledged, so waiting ingest
+/// requests get their answer, and the storage sinks flushed), lets the sources give their
+/// final acknowledgements and stops the HTTP server (the order of `App::shutdown`). If the pipeline stops on its own (a panic), the
 /// host exits with an error instead of leaving the HTTP listener answering.
 async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()> {
     let mut config = Config::load(&config)?;
@@ -333,6 +334,19 @@ async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()
                 "second stop signal: exiting without draining; unacknowledged items will be redelivered by their sources"
             );
             bail!("stopped by a second {signal} before the pipeline drained");
+        }
+    }
+    // The sources' final acknowledgements (an MQTT source's last PUBACKs and DISCONNECT),
+    // now that every item they handed over is durable.
+    tokio::select! {
+        finished = app.finish_sources(app::SOURCE_FINISH_TIMEOUT) => {
+            if let Err(e) = finished {
+                tracing::warn!(error = %e, "stopping: a source did not finish cleanly; what it had not acknowledged is redelivered");
+            }
+        }
+        signal = signals.next() => {
+            tracing::warn!(signal, "second stop signal: exiting before the sources' final acknowledgements; they are redelivered");
+            bail!("stopped by a second {signal} before the sources finished");
         }
     }
     if let Some(http) = app.http_server.take()

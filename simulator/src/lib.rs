@@ -25,7 +25,10 @@ pub use dims::{Dimensions, dimensions, dimensions_with_profiles};
 pub use duration::{format_duration, parse_duration};
 pub use event::{ConnectivityStatus, DeviceTelemetry, Event, GlucoseReading};
 pub use hardware::{cgm_device_id, device_id_for, meter_device_id};
-pub use publish::{CollectPublisher, HttpConfig, HttpPublisher, JsonLinesPublisher, Publisher};
+pub use publish::{
+    CollectPublisher, HttpConfig, HttpPublisher, JsonLinesPublisher, MqttPublisher, MqttTarget,
+    Publisher,
+};
 pub use scenario::{Scenario, ScenarioKind, ScenarioTime};
 pub use sim::Simulator;
 pub use stream::{Pacing, StreamStats, stream, stream_until};

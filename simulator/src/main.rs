@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use clap::{Args, Parser, Subcommand};
 use glucoguard_simulator::stats::glucose_stats;
 use glucoguard_simulator::{
-    Cadence, HttpPublisher, JsonLinesPublisher, Model, Pacing, Profile, Publisher, Scenario,
-    SimConfig, Simulator, dimensions_with_profiles, parse_duration, stream,
+    Cadence, HttpPublisher, JsonLinesPublisher, Model, MqttPublisher, Pacing, Profile, Publisher,
+    Scenario, SimConfig, Simulator, dimensions_with_profiles, parse_duration, stream,
 };
 
 /// Synthetic glucose readings and device telemetry for GlucoGuard, seeded and reproducible.
@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Stream readings and telemetry as JSON lines (stdout or a file) or to an HTTP endpoint.
+    /// Stream readings and telemetry as JSON lines (stdout or a file), to an HTTP endpoint or
+    /// to an MQTT broker.
     Stream(StreamArgs),
     /// Print the dimension data (patients, devices, subscribers, …) as JSON.
     Dims(DimsArgs),
@@ -107,11 +108,16 @@ struct StreamArgs {
     #[arg(long, group = "pacing")]
     rate: Option<f64>,
     /// Output file for JSON lines; `-` is stdout (the default).
-    #[arg(long, conflicts_with = "http")]
+    #[arg(long, conflicts_with_all = ["http", "mqtt"])]
     out: Option<String>,
     /// POST batches as JSON arrays to this URL (e.g. http://127.0.0.1:8080/api/ingest).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mqtt")]
     http: Option<String>,
+    /// Publish each event at QoS 1 to an MQTT broker: mqtt://HOST:PORT[?prefix=P&client_id=C]
+    /// (topics P/glucose/<patient_id> and P/device/<device_id>; prefix default `glucoguard`).
+    /// Ends once the broker acknowledged every message.
+    #[arg(long)]
+    mqtt: Option<String>,
     /// Events per batch.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -207,12 +213,13 @@ fn run_stream(args: StreamArgs) -> anyhow::Result<()> {
         _ => Pacing::AsFastAsPossible,
     };
     let _ = args.fast;
-    let mut publisher: Box<dyn Publisher> = match (&args.http, &args.out) {
-        (Some(url), _) => {
+    let mut publisher: Box<dyn Publisher> = match (&args.mqtt, &args.http, &args.out) {
+        (Some(url), _, _) => Box::new(MqttPublisher::connect(url)?),
+        (None, Some(url), _) => {
             Box::new(HttpPublisher::new(url.clone()).with_bearer(std::env::var(TOKEN_ENV).ok()))
         }
-        (None, Some(path)) => Box::new(JsonLinesPublisher::to_path_or_stdout(path)?),
-        (None, None) => Box::new(JsonLinesPublisher::stdout()),
+        (None, None, Some(path)) => Box::new(JsonLinesPublisher::to_path_or_stdout(path)?),
+        (None, None, None) => Box::new(JsonLinesPublisher::stdout()),
     };
     let stats = stream(
         Simulator::new(config),

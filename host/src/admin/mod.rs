@@ -398,6 +398,9 @@ pub struct Health {
     pub store: StoreHealth,
     /// Each storage sink's backlog, in the order batches reach them.
     pub sinks: Vec<SinkBacklog>,
+    /// Each configured source (`[[sources]]`): taking input, counters, last error. A source
+    /// that is down does not make the host unhealthy (the others and HTTP ingest go on).
+    pub sources: Vec<crate::sources::SourceStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -486,6 +489,7 @@ async fn health(State(s): State<AdminState>) -> (StatusCode, Json<Health>) {
             pipeline,
             store,
             sinks,
+            sources: s.pipeline.sources(),
         }),
     )
 }

@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::sinks::{Notifier, StorageSink};
 use crate::sources::Ack;
-use crate::sources::{EmbeddedSource, SourceItem};
+use crate::sources::{EmbeddedSource, SourceControl, SourceItem, SourceStatus};
 use crate::store::{AlertStatus, Store, WriteBatch, WriteOutcome};
 use rules::{RuleError, RuleManager};
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,12 @@ pub struct PipelineHandle {
     alive: Arc<std::sync::atomic::AtomicBool>,
     unacked: Unacked,
     feeds: Vec<Arc<std::sync::Mutex<feed::FeedStatus>>>,
+    /// The configured sources feeding this pipeline, stopped first on shutdown.
+    sources: Arc<std::sync::Mutex<Vec<SourceControl>>>,
 }
+
+/// How long `shutdown` waits for each source to stop putting items on the queue.
+const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for PipelineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,8 +225,47 @@ impl PipelineHandle {
         self.reload_rules().await
     }
 
-    /// Stops taking input, processes what is queued, then ends `Pipeline::run`.
+    /// Registers a running source, so that `shutdown` stops it first and `/health` shows it.
+    pub fn attach_source(&self, source: SourceControl) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
+    }
+
+    /// The attached sources' status.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(SourceControl::status)
+            .collect()
+    }
+
+    /// The first steps of an ordered shutdown: stops every attached source (each waits until
+    /// it puts nothing more on the queue, bounded), then closes the input; the pipeline then
+    /// processes what is queued, lets the storage sinks flush and ends `Pipeline::run`. The
+    /// sources give their final acknowledgements once their items are durable; join them
+    /// after the pipeline (`App::shutdown` does it all in order).
     pub async fn shutdown(&self) {
+        let sources: Vec<SourceControl> = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for s in &sources {
+            s.stop();
+        }
+        for s in &sources {
+            if !s.intake_stopped(SOURCE_STOP_TIMEOUT).await {
+                tracing::warn!(
+                    source = s.name(),
+                    limit_ms = SOURCE_STOP_TIMEOUT.as_millis() as u64,
+                    "a source did not stop taking input in time; closing the pipeline's input anyway (what it still sends is not acknowledged and comes again)"
+                );
+            }
+        }
         let _ = self.commands.send(Command::Shutdown).await;
     }
 }
@@ -336,6 +380,7 @@ impl Pipeline {
             alive,
             unacked,
             feeds: p.feeds.clone(),
+            sources: Arc::default(),
         };
         Ok((p, handle))
     }

@@ -13,6 +13,7 @@ mod equivalence;
 mod ingest;
 mod issue9;
 mod mariadb;
+mod mqtt;
 mod pipeline;
 mod retention;
 mod rules_in_host;

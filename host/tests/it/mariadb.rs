@@ -413,7 +413,7 @@ async fn a_database_restart_makes_the_source_wait_and_loses_nothing() {
             queue_capacity: QUEUE,
             ..PipelineConfig::default()
         },
-        file_sources: vec![],
+        sources: vec![],
         rules: vec![RuleConfig {
             path: plugin_path("glucoguard_default_rule"),
             enabled: true,

@@ -503,19 +503,24 @@ async fn a_json_lines_file_source_is_read_to_the_end_and_every_line_acknowledged
         &dir.path().join("g.db"),
         vec![rule("glucoguard_default_rule", &[])],
     );
-    cfg.file_sources = vec![input];
+    cfg.sources = vec![glucoguard::sources::SourceConfig::File(
+        glucoguard::sources::file::FileSourceConfig::new(input),
+    )];
     let app = app::start(&cfg).await.unwrap();
-    let (reader, progress) = &app.file_sources[0];
+    let reader = &app.sources[0];
     tokio::time::timeout(Duration::from_secs(30), async {
-        while !reader.is_finished()
-            || progress.acked.load(Ordering::SeqCst) < progress.sent.load(Ordering::SeqCst)
-        {
+        while !reader.is_finished() || {
+            let s = reader.status();
+            s.acknowledged < s.received
+        } {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
     .expect("the file is read and every line acknowledged");
-    assert_eq!(progress.sent.load(Ordering::SeqCst), 501);
+    let status = reader.status();
+    assert_eq!((status.received, status.acknowledged), (501, 501));
+    assert!(status.finished && !status.taking_input, "{status:?}");
     let counts = app.store.counts().await.unwrap();
     assert_eq!((counts.glucose_readings, counts.dead_letters), (500, 1));
     let dl = app.store.dead_letters(1).await.unwrap();

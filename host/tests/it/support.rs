@@ -109,10 +109,10 @@ pub fn glucose(id: &str, patient: u64, at_ms: i64, mg_dl: f64) -> glucoguard::mo
         .unwrap()
 }
 
-/// Shuts a started host down and waits until its pipeline has drained.
+/// Shuts a started host down in order (sources, pipeline drain, sinks, the sources' final
+/// acknowledgements) and waits for it.
 pub async fn stop(app: glucoguard::app::App) {
-    app.handle.shutdown().await;
-    tokio::time::timeout(std::time::Duration::from_secs(30), app.pipeline)
+    tokio::time::timeout(std::time::Duration::from_secs(30), app.shutdown())
         .await
         .expect("drains")
         .unwrap();
@@ -168,7 +168,7 @@ pub fn sqlite_host_config(
             max_wait_ms: 2,
             ..glucoguard::pipeline::PipelineConfig::default()
         },
-        file_sources: vec![],
+        sources: vec![],
         rules,
         console: false,
         listen: None,
