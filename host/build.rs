@@ -3,7 +3,11 @@
 //! rather than failing on an unreadable `include_bytes!`.
 
 fn main() {
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    // Read when the script runs, not when it is compiled (`env!`): Cargo reuses one compiled
+    // build script for every checkout of this workspace that shares a target directory.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dist = std::path::Path::new(&manifest_dir).join("../web/dist");
     for file in ["app.js", "app.css"] {
         let path = dist.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
