@@ -156,17 +156,36 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Server;
 
+/// The segment size the listener announces: an Ethernet path's, as a client reaching Azure
+/// over a network sees. On loopback the kernel would otherwise negotiate about 65 483, and the
+/// Python client (`azure-eventhub` 5.15.1) reads every TCP option of its connected socket and
+/// writes it back, which Linux refuses for a `TCP_MAXSEG` above 32 767 (`[Errno 22] Invalid
+/// argument`: Azure/azure-sdk-for-python issue 45394, fixed upstream after 5.15.1).
+const ANNOUNCED_MSS: u32 = 1460;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_mss(ANNOUNCED_MSS)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 impl Server {
     /// Binds the listener and serves in the background until the handle shuts it down (or
     /// is dropped).
     pub async fn start(config: Config) -> Result<ServerHandle, Error> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = listen(config.listen).map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,

@@ -33,6 +33,36 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// socket.
 const MAX_BUFFERED_BYTES: usize = 1 << 20;
 
+/// How long an outgoing Detach waits for the peer's End on its session (see `Hold`).
+const DETACH_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// An outgoing Detach held back, and everything written after it. The Rust client detaches
+/// its `$cbs` links and ends their session in one go; whether its End is read before the
+/// acceptor answers the Detach is a race, and a Detach that reaches the client after it
+/// ended the session makes it close the connection. So a Detach waits, reading ahead, until
+/// the peer's End for that session is seen (then it is dropped) or `DETACH_HOLD` passes
+/// (then it goes out, as for a peer that waits for it).
+#[derive(Default)]
+enum Hold {
+    #[default]
+    None,
+    Waiting {
+        deadline: tokio::time::Instant,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    },
+    Release,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hold::None => "None",
+            Hold::Waiting { .. } => "Waiting",
+            Hold::Release => "Release",
+        })
+    }
+}
+
 /// The encoded value of one field's default, or `None` for "no default: keep null".
 type Default = Option<&'static [u8]>;
 
@@ -123,6 +153,17 @@ pub struct FullFrames<S> {
     our_channel: HashMap<u16, u16>,
     /// Our channels whose session the peer has ended (see `ended_by_peer`).
     ended_by_peer: HashSet<u16>,
+    /// Our channel → the number the peer sees it as. The acceptor reuses the lowest free
+    /// channel, so a session begun right after another ended would go out on the channel the
+    /// peer has just seen end; fe2o3-amqp 0.16.2 (the Rust client) can still be tearing that
+    /// session down and then closes the connection ("Session is not found"). Each new
+    /// session therefore goes out on the next number in turn, as the service's do.
+    shown_channel: HashMap<u16, u16>,
+    next_shown: u16,
+    hold: Hold,
+    /// Bytes read ahead from the peer while a Detach is held, already scanned, served to the
+    /// next reads first.
+    read_ahead: Vec<u8>,
 }
 
 impl<S> FullFrames<S> {
@@ -136,6 +177,10 @@ impl<S> FullFrames<S> {
             label,
             our_channel: HashMap::new(),
             ended_by_peer: HashSet::new(),
+            shown_channel: HashMap::new(),
+            next_shown: 0,
+            hold: Hold::None,
+            read_ahead: Vec::new(),
         }
     }
 
@@ -200,11 +245,14 @@ impl<S> FullFrames<S> {
             let frame = &rest[..size];
             trace_frame(self.label, "->", frame);
             let channel = u16::from_be_bytes([frame[6], frame[7]]);
-            match performative(frame) {
+            let kind = performative(frame);
+            match kind {
                 Some((0, 0x11)) => {
                     if let Some(peer) = begin_remote_channel(frame) {
                         self.our_channel.insert(peer, channel);
                     }
+                    let shown = next_free_shown_channel(&mut self.next_shown, &self.shown_channel);
+                    self.shown_channel.insert(channel, shown);
                 }
                 Some((0, 0x16)) if self.ended_by_peer.contains(&channel) => {
                     // The peer ended this session right after detaching a link: the
@@ -212,21 +260,59 @@ impl<S> FullFrames<S> {
                     // Rust client's fe2o3-amqp 0.16.2 has already dropped the link and
                     // would close the whole connection over a detach for it.
                     tracing::debug!(channel, "detach after the peer's end not sent");
+                    self.hold = Hold::None;
                     start += size;
                     continue;
                 }
+                Some((0, 0x16)) => match self.hold {
+                    Hold::Release => self.hold = Hold::None,
+                    Hold::Waiting { .. } => break,
+                    Hold::None => {
+                        let deadline = tokio::time::Instant::now() + DETACH_HOLD;
+                        self.hold = Hold::Waiting {
+                            deadline,
+                            timer: Box::pin(tokio::time::sleep_until(deadline)),
+                        };
+                        break;
+                    }
+                },
                 Some((0, 0x17)) => {
                     self.ended_by_peer.remove(&channel);
                 }
                 _ => {}
             }
+            let at = self.out.len();
             match full_frame(frame) {
                 Some(rewritten) => self.out.extend_from_slice(&rewritten),
                 None => self.out.extend_from_slice(frame),
             }
+            // Session frames go out on the channel number the peer knows the session by
+            // (connection frames, Open and Close, and SASL frames keep theirs).
+            if let Some((0, code)) = kind
+                && code != 0x10
+                && code != 0x18
+                && let Some(&shown) = self.shown_channel.get(&channel)
+            {
+                self.out[at + 6..at + 8].copy_from_slice(&shown.to_be_bytes());
+                if code == 0x17 {
+                    self.shown_channel.remove(&channel);
+                }
+            }
             start += size;
         }
         self.pending.drain(..start);
+    }
+}
+
+/// The next channel number in turn (0 to 255, then round again) that no live session goes
+/// out on (`FullFrames::shown_channel`).
+fn next_free_shown_channel(next: &mut u16, shown: &HashMap<u16, u16>) -> u16 {
+    loop {
+        let n = *next;
+        *next = if n >= 255 { 0 } else { n + 1 };
+        if !shown.values().any(|&v| v == n) {
+            return n;
+        }
     }
 }
 
@@ -252,6 +338,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FullFrames<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read_ahead.is_empty() {
+            let n = self.read_ahead.len().min(buf.remaining());
+            buf.put_slice(&self.read_ahead[..n]);
+            self.read_ahead.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let read = buf.filled()[before..].to_vec();
@@ -260,7 +352,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FullFrames<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FullFrames<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FullFrames<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -281,8 +373,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FullFrames<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.rewrite_pending();
-        ready!(this.poll_drain(cx))?;
+        loop {
+            this.rewrite_pending();
+            ready!(this.poll_drain(cx))?;
+            if !matches!(this.hold, Hold::Waiting { .. }) {
+                break;
+            }
+            // A Detach is held: read ahead for the peer's End.
+            let mut chunk = [0u8; 4096];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => this.hold = Hold::Release,
+                Poll::Ready(Ok(())) => {
+                    let bytes = read.filled().to_vec();
+                    this.scan_inbound(&bytes);
+                    this.read_ahead.extend_from_slice(&bytes);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Hold::Waiting { deadline, timer } = &mut this.hold else {
+                        unreachable!("checked above")
+                    };
+                    if tokio::time::Instant::now() >= *deadline
+                        || timer.as_mut().poll(cx).is_ready()
+                    {
+                        this.hold = Hold::Release;
+                    } else {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -531,12 +652,13 @@ mod tests {
         body.clear();
         let mut input = b"AMQP\x00\x01\x00\x00".to_vec();
         input.extend_from_slice(&end);
-        let mut w = FullFrames::new(Vec::new(), 0);
+        // A stream that writes into a Vec (and reads nothing).
+        let mut w = FullFrames::new(tokio::io::join(tokio::io::empty(), Vec::new()), 0);
         for chunk in input.chunks(3) {
             w.write_all(chunk).await.unwrap();
         }
         w.flush().await.unwrap();
-        let out = w.inner;
+        let out = w.inner.into_inner().1;
         assert_eq!(&out[..8], b"AMQP\x00\x01\x00\x00");
         // end with its one field: error null.
         assert_eq!(
