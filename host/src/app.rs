@@ -60,6 +60,10 @@ pub enum ShutdownError {
 /// How long a source has, after the pipeline drained, for its final acknowledgements.
 pub const SOURCE_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a notifier with its own task (the alerts hub) has, after the pipeline drained,
+/// to send what it queued.
+pub const NOTIFIER_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A started host.
 pub struct App {
     pub handle: PipelineHandle,
@@ -80,6 +84,9 @@ pub struct App {
     pub analytics: Option<Arc<AnalyticsSink>>,
     /// The archive sink, when `[archive]` is configured.
     pub archive: Option<Arc<ArchiveSink>>,
+    /// Notifiers' own tasks (the alerts hub): each ends once the pipeline dropped its
+    /// notifier and it sent what was queued.
+    pub notifier_tasks: Vec<JoinHandle<()>>,
 }
 
 /// The running HTTP listener (ingest and the admin API).
@@ -134,10 +141,27 @@ impl App {
             Err(e) => return Err(ShutdownError::Pipeline(e.to_string())),
         }
         self.finish_sources(SOURCE_FINISH_TIMEOUT).await?;
+        self.finish_notifiers().await;
         if let Some(http) = self.http_server.take() {
             http.shutdown(std::time::Duration::from_secs(10)).await;
         }
         Ok(())
+    }
+
+    /// Once the pipeline drained (and dropped its notifiers): waits, bounded, for the
+    /// notifiers with a task of their own (the alerts hub) to send what they queued.
+    pub async fn finish_notifiers(&mut self) {
+        for mut task in self.notifier_tasks.drain(..) {
+            if tokio::time::timeout(NOTIFIER_FINISH_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a notifier did not send its queued alerts in time; the store has them"
+                );
+                task.abort();
+            }
+        }
     }
 
     /// The last step for the sources, once the pipeline drained: waits up to `limit` each for
@@ -205,6 +229,52 @@ pub async fn open_analytics(
     Ok(AnalyticsSink::new(analytics))
 }
 
+/// The sources' upstream positions, in the OLTP store (beside the sink cursors).
+struct StoreCheckpoints(Arc<dyn Store>);
+
+impl StoreCheckpoints {
+    /// The store's key: `src:` and the source's key, or a digest of it when longer than the
+    /// column allows (64 ASCII bytes).
+    fn key(key: &str) -> String {
+        let k = format!("src:{key}");
+        if k.len() <= 64 && k.is_ascii() {
+            return k;
+        }
+        use sha2::Digest;
+        format!(
+            "src:{}",
+            &hex::encode(sha2::Sha256::digest(key.as_bytes()))[..56]
+        )
+    }
+}
+
+impl crate::sources::Checkpoints for StoreCheckpoints {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> crate::sources::BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.0
+                .source_checkpoint(&Self::key(key))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> crate::sources::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .put_source_checkpoint(&Self::key(key), value)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Registers the rules a config names: uploads each (idempotent) and sets its state.
 pub async fn register_rules(manager: &RuleManager, config: &Config) -> Result<(), StartError> {
     let by = crate::store::accounts::Actor::system("config");
@@ -256,11 +326,20 @@ pub async fn start(config: &Config) -> Result<App, StartError> {
     start_with(config, Vec::new()).await
 }
 
+/// Makes ring rustls's process-wide default crypto provider. The workspace builds rustls
+/// on ring, and the Event Hubs client adds aws-lc-rs: with two providers compiled in,
+/// rustls picks neither by itself, and a client that asks for the default (the Event Hubs
+/// and object_store clients do) would panic. Idempotent; the first call wins.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Starts the host with extra storage sinks beside the ones the config names.
 pub async fn start_with(
     config: &Config,
     extra_storage: Vec<Arc<dyn StorageSink>>,
 ) -> Result<App, StartError> {
+    install_crypto_provider();
     // Checked before anything starts, so a bad certificate or key costs nothing. Whether the
     // HTTP listener is HTTPS is `http_tls.is_some()` (also `HttpServer::tls`).
     let http_tls = match &config.tls {
@@ -297,6 +376,13 @@ pub async fn start_with(
     if config.console {
         notifiers.push(Arc::new(ConsoleNotifier::new(config.console_details)));
     }
+    let mut notifier_tasks = Vec::new();
+    if let Some(c) = &config.eventhubs_alerts {
+        let (n, task) = crate::sinks::eventhubs::EventHubsNotifier::start(c.clone());
+        tracing::info!(hub = %c.hub, "alerts are published to Event Hubs");
+        notifiers.push(Arc::new(n));
+        notifier_tasks.push(task);
+    }
     let (pipeline, handle) = Pipeline::new(
         config.pipeline.clone(),
         store.clone(),
@@ -307,8 +393,10 @@ pub async fn start_with(
     .await?;
     let pipeline = tokio::spawn(pipeline.run());
     let mut sources = Vec::with_capacity(config.sources.len());
+    let checkpoints: Arc<dyn crate::sources::Checkpoints> =
+        Arc::new(StoreCheckpoints(store.clone()));
     for c in &config.sources {
-        let source = match c.build(handle.input()) {
+        let source = match c.build(handle.input(), checkpoints.clone()) {
             Ok(s) => s,
             Err(e) => {
                 // Stop what started (attached below as it started), in order, then report.
@@ -373,5 +461,6 @@ pub async fn start_with(
         diagnostics,
         analytics,
         archive,
+        notifier_tasks,
     })
 }

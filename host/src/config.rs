@@ -148,6 +148,8 @@ pub enum RawSource {
     File(crate::sources::file::RawFileSource),
     /// An MQTT 5 broker.
     Mqtt(crate::sources::mqtt::RawMqttSource),
+    #[serde(rename = "eventhubs")]
+    EventHubs(crate::sources::eventhubs::RawEventHubsSource),
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +172,8 @@ pub struct RawNotify {
     pub console: bool,
     #[serde(default)]
     pub console_details: bool,
+    /// `[notify.eventhubs]`: alerts published to an Event Hub; off when absent.
+    pub eventhubs: Option<crate::sinks::eventhubs::RawEventHubsNotify>,
 }
 
 impl Default for RawNotify {
@@ -177,6 +181,7 @@ impl Default for RawNotify {
         RawNotify {
             console: true,
             console_details: false,
+            eventhubs: None,
         }
     }
 }
@@ -197,6 +202,8 @@ pub struct Config {
     pub console: bool,
     /// The console prints patient ids, values and rule messages (`[notify] console_details`).
     pub console_details: bool,
+    /// `[notify.eventhubs]`: the alerts hub notifier.
+    pub eventhubs_alerts: Option<crate::sinks::eventhubs::EventHubsNotifyConfig>,
     pub listen: Option<std::net::SocketAddr>,
     /// HTTPS on `listen` (`[http] tls_cert_file` / `tls_key_file`); plain HTTP when `None`.
     /// The files are read and checked by `app::start`, before anything else starts.
@@ -390,6 +397,18 @@ impl Config {
             |k| std::env::var(k).ok(),
             &mut problems,
         );
+        let eventhubs_alerts = match raw.notify.eventhubs {
+            None => None,
+            Some(e) => match crate::sinks::eventhubs::EventHubsNotifyConfig::from_raw(e, |k| {
+                std::env::var(k).ok()
+            }) {
+                Ok(c) => Some(c),
+                Err(p) => {
+                    problems.extend(p.into_iter().map(|p| format!("notify.eventhubs: {p}")));
+                    None
+                }
+            },
+        };
         let d = raw.diagnostics;
         if d.max_rows == 0 || d.max_age_days == 0 || d.every_secs == 0 {
             problems.push(
@@ -415,6 +434,7 @@ impl Config {
                 .collect(),
             console: raw.notify.console,
             console_details: raw.notify.console_details,
+            eventhubs_alerts,
             listen: raw.http.listen,
             tls,
             analytics: raw.analytics.map(|a| AnalyticsConfig {
@@ -440,6 +460,7 @@ fn sources(
 ) -> Vec<SourceConfig> {
     let mut out: Vec<SourceConfig> = Vec::new();
     for (i, s) in raw.into_iter().enumerate() {
+        let mut kind = "mqtt";
         let built = match s {
             RawSource::File(f) => Ok(SourceConfig::File(
                 crate::sources::file::FileSourceConfig::from_raw(f, resolve),
@@ -447,6 +468,11 @@ fn sources(
             RawSource::Mqtt(m) => {
                 crate::sources::mqtt::MqttSourceConfig::from_raw(m, &env, resolve)
                     .map(SourceConfig::Mqtt)
+            }
+            RawSource::EventHubs(e) => {
+                kind = "eventhubs";
+                crate::sources::eventhubs::EventHubsSourceConfig::from_raw(e, &env)
+                    .map(SourceConfig::EventHubs)
             }
         };
         match built {
@@ -461,7 +487,7 @@ fn sources(
             }
             Err(p) => problems.extend(
                 p.into_iter()
-                    .map(|p| format!("sources[{i}] (kind = \"mqtt\"): {p}")),
+                    .map(|p| format!("sources[{i}] (kind = \"{kind}\"): {p}")),
             ),
         }
     }
@@ -839,6 +865,66 @@ mod tests {
         ] {
             assert!(e.contains(expected), "{expected:?} missing in: {e}");
         }
+    }
+
+    #[test]
+    fn eventhubs_sources_and_the_alerts_hub_parse_and_bad_values_are_named() {
+        let conn =
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=secret";
+        let env = |k: &str| (k == "GG_EH").then(|| conn.to_owned());
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sources]]
+            kind = "eventhubs"
+            connection_string_env = "GG_EH"
+            consumer_group = "host"
+            start = "latest"
+            [[sources]]
+            kind = "eventhubs"
+            name = "bad"
+            connection_string_env = "GG_UNSET"
+            endpoint = "http://x"
+            start = "middle"
+            glucose_hub = "same"
+            device_hub = "same"
+            [notify.eventhubs]
+            connection_string_env = "GG_EH"
+            endpoint = "amqp://127.0.0.1:5672"
+            "#,
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        let built = sources(raw.sources, &|p: &Path| p.to_path_buf(), env, &mut problems);
+        let SourceConfig::EventHubs(c) = &built[0] else {
+            panic!("{built:?}")
+        };
+        assert_eq!(c.name, "eventhubs:host");
+        assert_eq!(c.hubs, ["glucose_readings", "device_readings"]);
+        assert_eq!(c.start, crate::sources::eventhubs::StartAt::Latest);
+        assert_eq!(c.connection_string.expose(), conn);
+        assert!(!format!("{c:?}").contains("secret"), "Debug hides the key");
+        let all = problems.join("; ");
+        for expected in [
+            "sources[1] (kind = \"eventhubs\"): connection_string_env: environment variable GG_UNSET is not set",
+            "endpoint \"http://x\"",
+            "start \"middle\"",
+            "glucose_hub and device_hub must differ",
+        ] {
+            assert!(all.contains(expected), "{expected:?} missing in: {all}");
+        }
+        let n = crate::sinks::eventhubs::EventHubsNotifyConfig::from_raw(
+            raw.notify.eventhubs.unwrap(),
+            env,
+        )
+        .unwrap();
+        assert_eq!(n.hub, "alerts");
+        assert_eq!(n.endpoint.as_deref(), Some("amqp://127.0.0.1:5672"));
+        assert!(
+            toml::from_str::<RawConfig>(
+                "[notify.eventhubs]\nconnection_string_env = \"X\"\nbogus = 1"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -168,6 +168,7 @@ enum RulesCommand {
 
 fn main() -> Result<()> {
     telemetry::init();
+    glucoguard::app::install_crypto_provider();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -349,6 +350,7 @@ async fn run(config: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<()
             bail!("stopped by a second {signal} before the sources finished");
         }
     }
+    app.finish_notifiers().await;
     if let Some(http) = app.http_server.take()
         && !http.shutdown(HTTP_DRAIN).await
     {

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod dims;
 pub mod parse;
+pub mod secret;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -9,6 +9,8 @@
 //!
 //! Sinks never import the engine, the sources, the store or the pipeline.
 
+pub mod eventhubs;
+
 use crate::model::batch::{FeedCursor, WriteBatch};
 use crate::model::{Alert, format_ms};
 use std::future::Future;

@@ -10,6 +10,8 @@
 //!
 //! Sources never import the engine, the sinks or the store.
 
+pub mod acks;
+pub mod eventhubs;
 pub mod file;
 pub mod http;
 pub mod mqtt;
@@ -111,6 +113,41 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// An MQTT 5 broker, QoS 1, persistent session, acknowledged once durable.
     Mqtt(mqtt::MqttSourceConfig),
+    /// Azure Event Hubs: the glucose and device hubs, a checkpoint per partition.
+    EventHubs(eventhubs::EventHubsSourceConfig),
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where a source records its positions upstream (an Event Hubs partition's last durable
+/// offset and sequence number), keyed by a name the source chooses; `app` backs it with the
+/// OLTP store. Values are the source's own JSON.
+pub trait Checkpoints: Send + Sync {
+    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    fn save<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Checkpoints kept in memory only (tests, and sources built without a store).
+#[derive(Debug, Default)]
+pub struct MemoryCheckpoints(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
+
+impl Checkpoints for MemoryCheckpoints {
+    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let v = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        Box::pin(async move { Ok(v) })
+    }
+    fn save<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), value.to_owned());
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl SourceConfig {
@@ -119,6 +156,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => &c.name,
             SourceConfig::Mqtt(c) => &c.name,
+            SourceConfig::EventHubs(c) => &c.name,
         }
     }
 
@@ -126,14 +164,21 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::EventHubs(_) => "eventhubs",
         }
     }
 
-    /// Starts the source on the pipeline's input queue. Must be called within the runtime.
-    pub fn build(&self, input: mpsc::Sender<SourceItem>) -> Result<RunningSource, SourceError> {
+    /// Starts the source on the pipeline's input queue, recording positions upstream in
+    /// `checkpoints`. Must be called within the runtime.
+    pub fn build(
+        &self,
+        input: mpsc::Sender<SourceItem>,
+        checkpoints: Arc<dyn Checkpoints>,
+    ) -> Result<RunningSource, SourceError> {
         match self {
             SourceConfig::File(c) => Ok(c.build(input)),
             SourceConfig::Mqtt(c) => c.build(input),
+            SourceConfig::EventHubs(c) => Ok(c.build(input, checkpoints)),
         }
     }
 }

@@ -166,6 +166,38 @@ pub async fn put_sink_cursor(
     Ok(())
 }
 
+/// A source's recorded position under `key` (its own JSON), kept beside the sink cursors.
+pub async fn source_checkpoint(
+    c: &mut (dyn Sql + '_),
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    q(rows::SINK_CURSOR_SELECT)
+        .bind(key)
+        .fetch_optional(c)
+        .await?
+        .map(|r| r.text("CursorJson"))
+        .transpose()
+}
+
+pub async fn put_source_checkpoint(
+    c: &mut (dyn Sql + '_),
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    let upsert = c
+        .dialect()
+        .upsert(&["Sink"], &["CursorJson", "UpdatedAtMs"]);
+    q(format!(
+        "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?){upsert}"
+    ))
+    .bind(key)
+    .bind(value)
+    .bind(now_ms())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 /// Bounds the diagnostics tables, deleting with `delete_sql(table, time)` (the engine's
 /// chunked or plain delete, taking the cut as its only bind) until it removes fewer than
 /// `chunk` rows (`None`: one statement).

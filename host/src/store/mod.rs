@@ -184,6 +184,20 @@ pub trait IngestStore: Send + Sync + 'static {
         sink: &'a str,
         cursor: &'a FeedCursor,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A source's recorded upstream position (its own JSON) under `key` (at most 64 ASCII
+    /// bytes), e.g. an Event Hubs partition's last durable offset and sequence number. Kept
+    /// in the sink cursors' table; keys start with `src:` so they never meet a sink's name.
+    fn source_checkpoint<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    fn put_source_checkpoint<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// Retention: the only deletes of raw data. The admin holds none of it.

@@ -679,6 +679,23 @@ impl IngestStore for MySqlStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { ingest::put_sink_cursor(&mut *self.pooled(), sink, cursor).await })
     }
+
+    fn source_checkpoint<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move { ingest::source_checkpoint(&mut *self.pooled(), key).await })
+    }
+
+    fn put_source_checkpoint<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(
+            async move { ingest::put_source_checkpoint(&mut *self.pooled(), key, value).await },
+        )
+    }
 }
 
 impl RetentionStore for MySqlStore {

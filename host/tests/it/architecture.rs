@@ -43,7 +43,14 @@ struct Rule {
 }
 
 /// External crates only some modules may name.
-const CONFINED: &[&str] = &["wasmtime", "duckdb", "object_store", "rumqttc"];
+const CONFINED: &[&str] = &[
+    "wasmtime",
+    "duckdb",
+    "object_store",
+    "rumqttc",
+    "azure_messaging_eventhubs",
+    "azure_core",
+];
 
 const SINKS_DOWNSTREAM: &[&str] = &["engine", "sources", "pipeline"];
 
@@ -70,7 +77,7 @@ const RULES: &[Rule] = &[
     Rule {
         module: "sources",
         imports: Imports::NoneOf(&["engine", "sinks", "store", "pipeline"]),
-        may_name: &["rumqttc"],
+        may_name: &["rumqttc", "azure_messaging_eventhubs", "azure_core"],
     },
     Rule {
         module: "engine",
@@ -80,7 +87,7 @@ const RULES: &[Rule] = &[
     Rule {
         module: "sinks",
         imports: Imports::NoneOf(&["sources", "engine", "store", "pipeline"]),
-        may_name: &[],
+        may_name: &["azure_messaging_eventhubs", "azure_core"],
     },
     Rule {
         module: "store",

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod equivalence;
+mod eventhubs;
 mod ingest;
 mod issue9;
 mod mariadb;

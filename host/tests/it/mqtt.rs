@@ -77,7 +77,7 @@ pub fn simulated(seed: u64, patients: usize, hours: i64) -> Vec<Event> {
     events
 }
 
-fn ids_of(events: &[Event]) -> BTreeSet<String> {
+pub(crate) fn ids_of(events: &[Event]) -> BTreeSet<String> {
     events
         .iter()
         .map(|e| {
@@ -89,7 +89,7 @@ fn ids_of(events: &[Event]) -> BTreeSet<String> {
 }
 
 /// Polls `done` every 10 ms; panics with `what` and the last state after `limit`.
-async fn wait_for<T: std::fmt::Debug>(
+pub(crate) async fn wait_for<T: std::fmt::Debug>(
     limit: Duration,
     what: &str,
     mut probe: impl FnMut() -> T,
@@ -121,7 +121,7 @@ async fn wait_subscribed(app: &app::App) {
 }
 
 /// Every reading id in the store with how often it is listed (both kinds).
-async fn listed_reading_ids(store: &dyn glucoguard::store::Store) -> Vec<String> {
+pub(crate) async fn listed_reading_ids(store: &dyn glucoguard::store::Store) -> Vec<String> {
     let mut ids = Vec::new();
     for kind in [
         glucoguard::model::ReadingKind::Glucose,
@@ -139,7 +139,7 @@ async fn listed_reading_ids(store: &dyn glucoguard::store::Store) -> Vec<String>
 }
 
 /// Each id once, and exactly the sent ones.
-fn check_exactly_once(listed: &[String], sent: &BTreeSet<String>) {
+pub(crate) fn check_exactly_once(listed: &[String], sent: &BTreeSet<String>) {
     let distinct: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(
         distinct.len(),
@@ -157,7 +157,7 @@ fn check_exactly_once(listed: &[String], sent: &BTreeSet<String>) {
 }
 
 /// (alert id, notified) of every stored alert.
-async fn alerts_of(store: &dyn glucoguard::store::Store) -> BTreeSet<(String, bool)> {
+pub(crate) async fn alerts_of(store: &dyn glucoguard::store::Store) -> BTreeSet<(String, bool)> {
     store
         .alerts(1_000_000)
         .await
@@ -168,7 +168,7 @@ async fn alerts_of(store: &dyn glucoguard::store::Store) -> BTreeSet<(String, bo
 }
 
 /// The same events through the embedded source of a host on its own store: the reference.
-async fn embedded_alerts(events: &[Event], dir: &Path) -> BTreeSet<(String, bool)> {
+pub(crate) async fn embedded_alerts(events: &[Event], dir: &Path) -> BTreeSet<(String, bool)> {
     let cfg = support::sqlite_host_config(
         &dir.join("embedded.db"),
         256,

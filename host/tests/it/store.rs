@@ -247,6 +247,29 @@ pub(crate) async fn sink_cursors_round_trip(store: Arc<dyn Store>) {
     store.put_sink_cursor("archive", &c).await.unwrap();
     assert_eq!(store.sink_cursor("archive").await.unwrap(), Some(c));
     assert_eq!(store.sink_cursor("duckdb").await.unwrap(), None, "per sink");
+    // Sources' upstream positions live beside them, under their own keys.
+    let key = "src:eventhubs:$Default/$Default/glucose_readings/3";
+    assert_eq!(store.source_checkpoint(key).await.unwrap(), None);
+    store
+        .put_source_checkpoint(key, r#"{"offset":"10","sequence_number":1}"#)
+        .await
+        .unwrap();
+    store
+        .put_source_checkpoint(key, r#"{"offset":"20","sequence_number":2}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.source_checkpoint(key).await.unwrap().as_deref(),
+        Some(r#"{"offset":"20","sequence_number":2}"#)
+    );
+    assert_eq!(
+        store
+            .sink_cursor("archive")
+            .await
+            .unwrap()
+            .map(|c| c.alerts),
+        Some(Cursor::at(9))
+    );
 }
 
 pub(crate) async fn a_retried_batch_stores_its_rule_faults_once(store: Arc<dyn Store>) {

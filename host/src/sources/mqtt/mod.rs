@@ -20,7 +20,8 @@
 //!
 //! Only this module names rumqttc (`tests/it/architecture.rs`).
 
-pub mod acks;
+/// The in-order acknowledgement queue, shared with the Event Hubs source.
+pub use super::acks;
 mod run;
 
 use super::{RunningSource, SourceError, SourceItem};

@@ -1,4 +1,6 @@
-//! The in-order acknowledgement queue of one MQTT connection.
+//! The in-order acknowledgement queue: of one MQTT connection, and of one Event Hubs
+//! partition (whose position advances only over the contiguous prefix of durable events;
+//! it never resets, since positions there are absolute).
 //!
 //! MQTT wants a client's PUBACKs in the order the PUBLISHes arrived (MQTT 5, 4.6), while the
 //! pipeline makes items durable batch by batch and their `Ack`s may fire in any order. Each
