@@ -263,7 +263,12 @@ fn test(args: &[String]) -> Result<()> {
         .env("CARGO_TARGET_DIR", target_dir().join("plugins-native")))?;
     // The testkit: its own workspace and target dir (the Event Hubs endpoint and the real
     // Rust and Python clients against it).
-    run(testkit_cargo().args(["test", "--locked", "--no-fail-fast"]))?;
+    // Reported at the end with the rest, so one run shows every failure.
+    let testkit = run(testkit_cargo().args(["test", "--locked", "--no-fail-fast"]));
+    if testkit.is_err() {
+        // The host's Event Hubs tests need its binary: build it even when a test failed.
+        build_testkit()?;
+    }
     let workspace = if has_nextest() {
         // nextest does not run doctests: run them first, so the suite's summary closes the run.
         run(cargo().args(["test", "--locked", "--workspace", "--doc"])).and_then(|()| {
@@ -284,7 +289,7 @@ fn test(args: &[String]) -> Result<()> {
     };
     // The browser tests run even when a cargo test failed, so one run reports both.
     let browser = run_browser_tests(&[]);
-    workspace.and(browser)
+    testkit.and(workspace).and(browser)
 }
 
 /// `browser-test`: everything the browser tests need, then the tests.
