@@ -85,33 +85,14 @@ impl EventHubsNotifyConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
-        let conn = match env(&raw.connection_string_env) {
-            Some(c) => {
-                if let Err(e) = ConnectionString::check(&c) {
-                    problems.push(format!(
-                        "connection_string_env: variable {}: {e}",
-                        raw.connection_string_env
-                    ));
-                }
-                Some(c)
-            }
-            None => {
-                problems.push(format!(
-                    "connection_string_env: environment variable {} is not set",
-                    raw.connection_string_env
-                ));
-                None
-            }
-        };
+        let conn = ConnectionString::from_env(
+            &raw.connection_string_env,
+            raw.endpoint.as_deref(),
+            &env,
+            &mut problems,
+        );
         if raw.hub.is_empty() {
             problems.push("hub must not be empty".to_owned());
-        }
-        if let Some(e) = &raw.endpoint
-            && !(e.starts_with("amqp://") || e.starts_with("amqps://"))
-        {
-            problems.push(format!(
-                "endpoint {e:?}: must be amqp://HOST:PORT or amqps://HOST:PORT"
-            ));
         }
         if raw.queue_capacity == 0 {
             problems.push("queue_capacity must be positive".to_owned());
@@ -123,7 +104,7 @@ impl EventHubsNotifyConfig {
             return Err(problems);
         }
         Ok(EventHubsNotifyConfig {
-            connection_string: ConnectionString::new(conn.unwrap_or_default()),
+            connection_string: conn,
             hub: raw.hub,
             endpoint: raw.endpoint,
             queue_capacity: raw.queue_capacity,

@@ -123,31 +123,12 @@ impl EventHubsSourceConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
-        let conn = match env(&raw.connection_string_env) {
-            Some(c) => {
-                if let Err(e) = ConnectionString::check(&c) {
-                    problems.push(format!(
-                        "connection_string_env: variable {}: {e}",
-                        raw.connection_string_env
-                    ));
-                }
-                c
-            }
-            None => {
-                problems.push(format!(
-                    "connection_string_env: environment variable {} is not set",
-                    raw.connection_string_env
-                ));
-                String::new()
-            }
-        };
-        if let Some(e) = &raw.endpoint
-            && !(e.starts_with("amqp://") || e.starts_with("amqps://"))
-        {
-            problems.push(format!(
-                "endpoint {e:?}: must be amqp://HOST:PORT or amqps://HOST:PORT"
-            ));
-        }
+        let conn = ConnectionString::from_env(
+            &raw.connection_string_env,
+            raw.endpoint.as_deref(),
+            &env,
+            &mut problems,
+        );
         if raw.glucose_hub.is_empty() || raw.device_hub.is_empty() {
             problems.push("glucose_hub and device_hub must not be empty".to_owned());
         }
@@ -180,7 +161,7 @@ impl EventHubsSourceConfig {
             name: raw
                 .name
                 .unwrap_or_else(|| format!("eventhubs:{}", raw.consumer_group)),
-            connection_string: ConnectionString::new(conn),
+            connection_string: conn,
             endpoint: raw.endpoint,
             hubs: vec![raw.glucose_hub, raw.device_hub],
             consumer_group: raw.consumer_group,
