@@ -15,6 +15,51 @@
 //! copies as duplicates and acknowledges them again, on the connection that delivered them).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What owns an in-order queue (an MQTT connection, an Event Hubs partition): where a
+/// [`Pending`] ticket is settled, and whose status counts what was made durable.
+pub(crate) trait Settle: Send + Sync + 'static {
+    fn settle(&self, ticket: Ticket, durable: bool);
+    fn status(&self) -> &super::StatusCell;
+}
+
+/// An item's ticket on its way through the pipeline: completed when the item is durable
+/// ([`Pending::durable`], from its `Ack`), abandoned when dropped unfired (not taken, or its
+/// `Ack` dropped), so it and everything after it stay unacknowledged upstream.
+pub(crate) struct Pending<S: Settle> {
+    owner: Arc<S>,
+    ticket: Ticket,
+    armed: bool,
+}
+
+impl<S: Settle> Pending<S> {
+    pub(crate) fn new(owner: Arc<S>, ticket: Ticket) -> Self {
+        Pending {
+            owner,
+            ticket,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn durable(mut self) {
+        self.armed = false;
+        self.owner
+            .status()
+            .acknowledged
+            .fetch_add(1, Ordering::AcqRel);
+        self.owner.settle(self.ticket, true);
+    }
+}
+
+impl<S: Settle> Drop for Pending<S> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.owner.settle(self.ticket, false);
+        }
+    }
+}
 
 /// A message's place in the queue of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

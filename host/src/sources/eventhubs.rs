@@ -17,7 +17,7 @@
 //! prefetch bounds what it holds. A receiver that fails is reopened after the last event it
 //! handed over, with capped exponential backoff; warnings name the error, never a payload.
 
-use super::acks::{InOrderAcks, Ticket};
+use super::acks::{InOrderAcks, Pending, Settle, Ticket};
 use super::{Ack, Checkpoints, RunningSource, SourceError, SourceItem, SourceTaskSide, StatusCell};
 use crate::model::secret::ConnectionString;
 use azure_messaging_eventhubs::{
@@ -273,30 +273,12 @@ impl Partition {
     }
 }
 
-/// An event's ticket on its way through the pipeline: completed when durable, abandoned
-/// when dropped unfired (it and everything after it stay unconfirmed).
-struct Pending {
-    partition: Arc<Partition>,
-    ticket: Ticket,
-    armed: bool,
-}
-
-impl Pending {
-    fn durable(mut self) {
-        self.armed = false;
-        self.partition
-            .status
-            .acknowledged
-            .fetch_add(1, Ordering::AcqRel);
-        self.partition.settle(self.ticket, true);
+impl Settle for Partition {
+    fn settle(&self, ticket: Ticket, durable: bool) {
+        Partition::settle(self, ticket, durable)
     }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.armed {
-            self.partition.settle(self.ticket, false);
-        }
+    fn status(&self) -> &StatusCell {
+        &self.status
     }
 }
 
@@ -561,14 +543,11 @@ async fn partition_task(
                     .body()
                     .map(<[u8]>::to_vec)
                     .unwrap_or_default();
-                let pending = Pending {
-                    partition: partition.clone(),
-                    ticket: partition.acks().push(Position {
-                        offset,
-                        sequence_number: seq,
-                    }),
-                    armed: true,
-                };
+                let ticket = partition.acks().push(Position {
+                    offset,
+                    sequence_number: seq,
+                });
+                let pending = Pending::new(partition.clone(), ticket);
                 let item = SourceItem {
                     payload,
                     origin: origin.clone(),

@@ -12,7 +12,7 @@
 //! a packet id is never acknowledged on a connection that did not deliver it.
 
 use super::MqttSourceConfig;
-use super::acks::{InOrderAcks, Ticket};
+use super::acks::{InOrderAcks, Pending, Settle, Ticket};
 use crate::sources::{Ack, RunningSource, SourceError, SourceItem, SourceTaskSide, StatusCell};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -78,31 +78,12 @@ fn puback_for(pkid: u16) -> Publish {
     p
 }
 
-/// A QoS 1 message's ticket, on its way to the pipeline. Made durable: completed. Dropped
-/// unfired (not taken, or its `Ack` dropped): abandoned, so it and everything after it stay
-/// unacknowledged and the broker redelivers them.
-struct Pending {
-    shared: Arc<Shared>,
-    ticket: Ticket,
-    armed: bool,
-}
-
-impl Pending {
-    fn durable(mut self) {
-        self.armed = false;
-        self.shared
-            .status
-            .acknowledged
-            .fetch_add(1, Ordering::AcqRel);
-        self.shared.settle(self.ticket, true);
+impl Settle for Shared {
+    fn settle(&self, ticket: Ticket, durable: bool) {
+        Shared::settle(self, ticket, durable)
     }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.settle(self.ticket, false);
-        }
+    fn status(&self) -> &StatusCell {
+        &self.status
     }
 }
 
@@ -111,7 +92,7 @@ enum Polled {
     Connected {
         session_present: bool,
     },
-    Publish(Publish, Option<Pending>),
+    Publish(Publish, Option<Pending<Shared>>),
     SubAck(Vec<SubscribeReasonCode>),
     Lost {
         error: String,
@@ -174,11 +155,10 @@ async fn poll_broker(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let pending = match p.qos {
                     QoS::AtMostOnce => None,
-                    QoS::AtLeastOnce | QoS::ExactlyOnce => Some(Pending {
-                        ticket: shared.acks().push(p.pkid),
-                        shared: shared.clone(),
-                        armed: true,
-                    }),
+                    QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                        let ticket = shared.acks().push(p.pkid);
+                        Some(Pending::new(shared.clone(), ticket))
+                    }
                 };
                 Polled::Publish(p, pending)
             }
