@@ -138,13 +138,7 @@ pub async fn sink_cursor(
     c: &mut (dyn Sql + '_),
     sink: &str,
 ) -> Result<Option<FeedCursor>, StoreError> {
-    let json = q(rows::SINK_CURSOR_SELECT)
-        .bind(sink)
-        .fetch_optional(c)
-        .await?
-        .map(|r| r.text("CursorJson"))
-        .transpose()?;
-    rows::decode_cursor(json)
+    rows::decode_cursor(source_checkpoint(c, sink).await?)
 }
 
 pub async fn put_sink_cursor(
@@ -152,21 +146,11 @@ pub async fn put_sink_cursor(
     sink: &str,
     cursor: &FeedCursor,
 ) -> Result<(), StoreError> {
-    let upsert = c
-        .dialect()
-        .upsert(&["Sink"], &["CursorJson", "UpdatedAtMs"]);
-    q(format!(
-        "INSERT INTO SinkCursors (Sink, CursorJson, UpdatedAtMs) VALUES (?, ?, ?){upsert}"
-    ))
-    .bind(sink)
-    .bind(rows::encode_cursor(cursor))
-    .bind(now_ms())
-    .execute(c)
-    .await?;
-    Ok(())
+    put_source_checkpoint(c, sink, &rows::encode_cursor(cursor)).await
 }
 
-/// A source's recorded position under `key` (its own JSON), kept beside the sink cursors.
+/// The JSON kept under `key` in `SinkCursors`: a sink's cursor, or a source's recorded
+/// position (its own JSON, keys `src:…`).
 pub async fn source_checkpoint(
     c: &mut (dyn Sql + '_),
     key: &str,
