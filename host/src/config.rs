@@ -928,6 +928,83 @@ mod tests {
     }
 
     #[test]
+    fn a_load_balanced_eventhubs_source_takes_its_blob_key_from_the_environment_and_checks_intervals()
+     {
+        let conn =
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=secret";
+        let env = |k: &str| match k {
+            "GG_EH" => Some(conn.to_owned()),
+            "GG_BLOB" => Some("blobsecret".to_owned()),
+            _ => None,
+        };
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [[sources]]
+            kind = "eventhubs"
+            connection_string_env = "GG_EH"
+            balance_interval_ms = 500
+            ownership_expiration_secs = 3
+            [sources.checkpoint_store]
+            account = "acct"
+            container = "eh"
+            key_env = "GG_BLOB"
+            [[sources]]
+            kind = "eventhubs"
+            name = "bad"
+            connection_string_env = "GG_EH"
+            balance_interval_ms = 5000
+            ownership_expiration_secs = 5
+            [sources.checkpoint_store]
+            account = "acct"
+            container = "eh"
+            key_env = "GG_UNSET_BLOB"
+            [[sources]]
+            kind = "eventhubs"
+            name = "both"
+            connection_string_env = "GG_EH"
+            [sources.checkpoint_store]
+            account = "acct"
+            container = "eh"
+            key_env = "GG_BLOB"
+            sas_env = "GG_BLOB"
+            "#,
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        let built = sources(raw.sources, &|p: &Path| p.to_path_buf(), env, &mut problems);
+        let SourceConfig::EventHubs(c) = &built[0] else {
+            panic!("{built:?}")
+        };
+        let b = c
+            .balanced
+            .as_ref()
+            .expect("a checkpoint store makes it load-balanced");
+        assert_eq!(b.store.container, "eh");
+        assert_eq!(b.secret.expose(), "blobsecret");
+        assert_eq!(b.interval, std::time::Duration::from_millis(500));
+        assert_eq!(b.expiration, std::time::Duration::from_secs(3));
+        assert!(
+            !format!("{c:?}").contains("blobsecret"),
+            "Debug hides the key"
+        );
+        let all = problems.join("; ");
+        for expected in [
+            "ownership_expiration_secs must be longer than balance_interval_ms",
+            "checkpoint_store: environment variable GG_UNSET_BLOB is not set",
+            "checkpoint_store: give exactly one of key_env and sas_env",
+        ] {
+            assert!(all.contains(expected), "{expected:?} missing in: {all}");
+        }
+        assert!(
+            toml::from_str::<RawConfig>(
+                "[[sources]]\nkind = \"eventhubs\"\nconnection_string_env = \"X\"\n[sources.checkpoint_store]\naccount = \"a\"\ncontainer = \"c\"\nbogus = 1"
+            )
+            .is_err(),
+            "unknown checkpoint store fields are refused"
+        );
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         assert!(toml::from_str::<RawConfig>("[engine]\nmax_memory = 1").is_err());
         let raw: RawConfig = toml::from_str("[pipeline]\nmax_batch = 0").unwrap();

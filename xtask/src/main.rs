@@ -25,7 +25,7 @@
 //! - `lint`: rustfmt check and clippy with warnings denied.
 
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() -> Result<()> {
@@ -54,7 +54,13 @@ fn main() -> Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` sets it for the process: the checkout this run is for. The compile-time
+    // value is only a fallback, since Cargo reuses one xtask binary for every checkout that
+    // shares a target directory (a fresh clone would otherwise work in an older one).
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()

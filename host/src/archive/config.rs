@@ -253,61 +253,74 @@ pub fn build_store_with(
             })?;
             Ok(Arc::new(fs))
         }
-        Backend::Azure(a) => {
-            let timeout = Duration::from_secs(cfg.request_timeout_secs);
-            // Few quick retries inside the client: the sink retries whole rolls with its own,
-            // longer backoff and keeps everything meanwhile.
-            let retry = object_store::RetryConfig {
-                backoff: object_store::BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-                max_retries: 3,
-                retry_timeout: timeout,
-            };
-            let mut b = MicrosoftAzureBuilder::new()
-                .with_account(&a.account)
-                .with_container_name(&a.container)
-                .with_retry(retry)
-                .with_client_options(
-                    object_store::ClientOptions::new()
-                        .with_timeout(timeout)
-                        .with_connect_timeout(Duration::from_secs(5).min(timeout))
-                        .with_allow_http(
-                            a.endpoint
-                                .as_deref()
-                                .is_some_and(|e| e.starts_with("http://")),
-                        ),
-                );
-            if let Some(endpoint) = &a.endpoint {
-                b = b.with_endpoint(endpoint.trim_end_matches('/').to_owned());
-            }
-            let secret = |var: &str, what: &str| {
-                env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                    ArchiveError::Config(format!(
-                        "environment variable {var} is not set; it holds the archive's {what}"
-                    ))
-                })
-            };
-            if let Some(var) = &a.key_env {
-                b = b.with_access_key(secret(var, "Azure storage account key")?);
-            } else if let Some(var) = &a.sas_env {
-                b = b.with_config(AzureConfigKey::SasKey, secret(var, "Azure SAS token")?);
-            }
-            let store = b.build().map_err(|e| {
-                // Builder errors can quote a malformed key; say which variable, not what.
-                let var = a.key_env.as_deref().or(a.sas_env.as_deref()).unwrap_or("");
-                ArchiveError::Config(format!(
-                    "Azure archive {}/{}: {} (check ${var})",
-                    a.account,
-                    a.container,
-                    describe_builder_error(&e)
-                ))
-            })?;
-            Ok(Arc::new(store))
-        }
+        Backend::Azure(a) => azure_store(
+            a,
+            Duration::from_secs(cfg.request_timeout_secs),
+            "archive",
+            env,
+        )
+        .map_err(ArchiveError::Config),
     }
+}
+
+/// A client for one Azure Blob container (the archive's, and the Event Hubs source's
+/// checkpoint store): the account key or SAS token from the environment variable the config
+/// names; `what` names the user in errors, which never quote the secret.
+pub fn azure_store(
+    a: &AzureBackend,
+    timeout: Duration,
+    what: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    // Few quick retries inside the client: the callers retry with their own, longer backoff
+    // and keep everything meanwhile.
+    let retry = object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: timeout,
+    };
+    let mut b = MicrosoftAzureBuilder::new()
+        .with_account(&a.account)
+        .with_container_name(&a.container)
+        .with_retry(retry)
+        .with_client_options(
+            object_store::ClientOptions::new()
+                .with_timeout(timeout)
+                .with_connect_timeout(Duration::from_secs(5).min(timeout))
+                .with_allow_http(
+                    a.endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                ),
+        );
+    if let Some(endpoint) = &a.endpoint {
+        b = b.with_endpoint(endpoint.trim_end_matches('/').to_owned());
+    }
+    let secret = |var: &str, kind: &str| {
+        env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            format!("environment variable {var} is not set; it holds the {what}'s {kind}")
+        })
+    };
+    if let Some(var) = &a.key_env {
+        b = b.with_access_key(secret(var, "Azure storage account key")?);
+    } else if let Some(var) = &a.sas_env {
+        b = b.with_config(AzureConfigKey::SasKey, secret(var, "Azure SAS token")?);
+    }
+    let store = b.build().map_err(|e| {
+        // Builder errors can quote a malformed key; say which variable, not what.
+        let var = a.key_env.as_deref().or(a.sas_env.as_deref()).unwrap_or("");
+        format!(
+            "Azure {what} {}/{}: {} (check ${var})",
+            a.account,
+            a.container,
+            describe_builder_error(&e)
+        )
+    })?;
+    Ok(Arc::new(store))
 }
 
 /// A builder error without the values it may quote.

@@ -64,7 +64,9 @@ mod layout;
 mod restore;
 mod sink;
 
-pub use config::{ArchiveConfig, AzureBackend, Backend, build_store, build_store_with};
+pub use config::{
+    ArchiveConfig, AzureBackend, Backend, azure_store, build_store, build_store_with,
+};
 pub use layout::{OBJECT_NAME, Partition};
 pub use restore::{Fetched, Period, RestoreReport, fetch, restore};
 pub use sink::{ArchiveSink, ArchiveStats};

@@ -180,6 +180,11 @@ impl History {
     }
 
     /// Number of subjects held.
+    /// Whether any reading of `subject` is held.
+    pub fn holds(&self, subject: SubjectKey) -> bool {
+        self.subjects.contains_key(&subject)
+    }
+
     pub fn subjects(&self) -> usize {
         self.subjects.len()
     }

@@ -76,6 +76,9 @@ pub struct PipelineStats {
     pub rule_readings: u64,
     pub store_retries: u64,
     pub sink_retries: u64,
+    /// Subjects whose window was reloaded from the store because they came from a stream
+    /// this host had just started to read (a partition taken over).
+    pub window_refreshes: u64,
     pub rules: Vec<RuleStatus>,
     /// Subjects (patients, devices) whose recent readings the windows hold.
     pub history_subjects: usize,
@@ -286,6 +289,9 @@ pub struct Pipeline {
     /// Versions running in shadow: their alerts are stored apart and never notified.
     shadow: std::collections::HashSet<RuleRef>,
     history: History,
+    /// The takeover number each subject's window was last refreshed under (subjects of
+    /// sources whose subjects can move between hosts only; see [`SourceItem::takeover`]).
+    takeovers: HashMap<crate::model::SubjectKey, u64>,
     input: mpsc::Receiver<SourceItem>,
     commands: mpsc::Receiver<Command>,
     stats_tx: watch::Sender<PipelineStats>,
@@ -339,6 +345,7 @@ impl Pipeline {
             rules,
             shadow,
             history: History::new(Some(0)),
+            takeovers: HashMap::new(),
             input,
             commands,
             stats_tx,
@@ -559,6 +566,82 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The subjects of this batch that arrive under a takeover number their window was not
+    /// refreshed under: another host may have stored readings of theirs since this host last
+    /// saw them.
+    fn moved_subjects(
+        &self,
+        parsed: &[(Reading, SourceItem)],
+    ) -> HashMap<crate::model::SubjectKey, u64> {
+        let mut moved = HashMap::new();
+        for (r, item) in parsed {
+            if item.takeover == 0 {
+                continue;
+            }
+            let subject = r.subject();
+            if self.takeovers.get(&subject) != Some(&item.takeover) {
+                moved.insert(subject, item.takeover);
+            }
+        }
+        moved
+    }
+
+    /// Loads the stored readings of the moved subjects within the retention before their
+    /// readings in this batch into their windows, then records the takeover numbers. What a
+    /// partition's new reader gets starts after a checkpoint, and everything before a
+    /// checkpoint is durable, so the store holds every reading of the subject before this
+    /// batch's. A failed read is retried with the subject's next batch.
+    async fn refresh_windows(
+        &mut self,
+        moved: HashMap<crate::model::SubjectKey, u64>,
+        readings: &[Reading],
+    ) {
+        use crate::model::ReadingKind;
+        let keep = self.retention_ms();
+        let (mut since, mut until) = (EpochMs::MAX, EpochMs::MIN);
+        for r in readings {
+            if moved.contains_key(&r.subject()) {
+                since = since.min(r.at_ms - keep);
+                until = until.max(r.at_ms);
+            }
+        }
+        if since > until {
+            // Only duplicates and dead letters of these subjects: nothing to evaluate yet.
+            return;
+        }
+        let ids = |kind: ReadingKind| -> Vec<u64> {
+            moved
+                .keys()
+                .filter(|k| k.kind == kind)
+                .map(|k| k.id)
+                .collect()
+        };
+        let (patients, devices) = (ids(ReadingKind::Glucose), ids(ReadingKind::Device));
+        match self
+            .store
+            .subject_readings(&patients, &devices, since, until)
+            .await
+        {
+            Ok(stored) => {
+                for r in &stored {
+                    if let Some(v) = r.window_value() {
+                        self.history.insert_untrimmed(
+                            r.subject(),
+                            r.at_ms,
+                            crate::engine::history::id_hash(&r.id),
+                            v,
+                        );
+                    }
+                }
+                self.stats.window_refreshes += moved.len() as u64;
+                self.takeovers.extend(moved);
+            }
+            Err(e) => {
+                tracing::warn!(store = self.store.kind(), error = %e, subjects = moved.len(), "cannot refresh the windows of taken-over subjects; retried with their next readings");
+            }
+        }
+    }
+
     /// Sorts a batch's parsed readings into those to evaluate and the rest. A copy of a
     /// reading already stored, or already in this batch, is a duplicate: acknowledged with
     /// the batch (so never before its original is durable), not evaluated again. A reading
@@ -601,6 +684,7 @@ impl Pipeline {
                 payload,
                 origin,
                 ack,
+                ..
             } = item;
             let earlier = in_batch
                 .get(&r.id)
@@ -684,9 +768,13 @@ impl Pipeline {
                 }
             }
         }
+        let moved = self.moved_subjects(&parsed);
         let readings = self
             .classify(parsed, received_at_ms, &mut acks, &mut dead_letters)
             .await;
+        if !moved.is_empty() {
+            self.refresh_windows(moved, &readings).await;
+        }
         // The whole batch goes into the windows before any of it is evaluated, and is trimmed
         // to the retention only afterwards, so a batch spanning more than the retention (a
         // backfill, a replay after an outage) still sees its own readings.
@@ -802,6 +890,8 @@ impl Pipeline {
         }
         self.evicted_at_ms = watermark;
         let subjects = self.history.evict_idle(watermark - self.retention_ms());
+        let history = &self.history;
+        self.takeovers.retain(|k, _| history.holds(*k));
         let horizon = watermark - 2 * self.suppress_ms();
         let before = self.last_notified.len();
         self.last_notified.retain(|_, (at, _)| *at > horizon);

@@ -87,6 +87,7 @@ async fn stream_file(
         let item = SourceItem {
             payload: line.into_bytes(),
             origin: origin.clone(),
+            takeover: 0,
             ack: Ack::new(move || {
                 status.acknowledged.fetch_add(1, Ordering::AcqRel);
             }),

@@ -56,6 +56,11 @@ pub struct SourceItem {
     pub payload: Vec<u8>,
     /// Source name, recorded with dead letters.
     pub origin: Arc<str>,
+    /// 0 when the source's subjects never move between hosts. Otherwise a number that
+    /// changes whenever this host starts to read the stream the item came from (an Event
+    /// Hubs partition it acquired, perhaps from another host): the pipeline reloads a
+    /// subject's window from the store when it sees the subject under a new number.
+    pub takeover: u64,
     pub ack: Ack,
 }
 
@@ -88,6 +93,7 @@ impl EmbeddedSource {
             .send(SourceItem {
                 payload,
                 origin: self.origin.clone(),
+                takeover: 0,
                 ack,
             })
             .await
@@ -100,6 +106,7 @@ impl EmbeddedSource {
             .blocking_send(SourceItem {
                 payload,
                 origin: self.origin.clone(),
+                takeover: 0,
                 ack: Ack::none(),
             })
             .map_err(|_| Closed)
@@ -178,7 +185,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => Ok(c.build(input)),
             SourceConfig::Mqtt(c) => c.build(input),
-            SourceConfig::EventHubs(c) => Ok(c.build(input, checkpoints)),
+            SourceConfig::EventHubs(c) => c.build(input, checkpoints),
         }
     }
 }

@@ -52,6 +52,50 @@ pub async fn recent_readings(
     Ok(out)
 }
 
+/// The readings of these subjects (glucose: patient ids; telemetry: device ids) with event
+/// time in (`since_ms`, `until_ms`], in no particular order: how the pipeline refreshes a
+/// subject's window that another host may have extended (a taken-over partition).
+pub async fn subject_readings(
+    c: &mut (dyn Sql + '_),
+    patients: &[u64],
+    devices: &[u64],
+    since_ms: EpochMs,
+    until_ms: EpochMs,
+) -> Result<Vec<Reading>, StoreError> {
+    let mut out = Vec::new();
+    for (ids, table, cols, column, glucose) in [
+        (patients, "GlucoseReadings", GLUCOSE_COLS, "PatientID", true),
+        (
+            devices,
+            "DeviceOperationalData",
+            DEVICE_COLS,
+            "DeviceID",
+            false,
+        ),
+    ] {
+        for chunk in ids.chunks(rows::IDS_PER_LOOKUP) {
+            let list = placeholders(chunk.len());
+            let found = q(format!(
+                "SELECT {cols} FROM {table} WHERE {column} IN {list} AND TimestampMs > ? AND TimestampMs <= ?"
+            ))
+            .bind_all(chunk.iter().map(|&id| Arg::from(id as i64)))
+            .bind(since_ms)
+            .bind(until_ms)
+            .transient()
+            .fetch_all(&mut *c)
+            .await?;
+            for row in found {
+                out.push(if glucose {
+                    rows::glucose_reading(&*row)?
+                } else {
+                    rows::device_reading(&*row)?
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn readings_by_id(
     c: &mut (dyn Sql + '_),
     ids: &[&str],

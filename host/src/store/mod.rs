@@ -140,6 +140,16 @@ pub trait IngestStore: Send + Sync + 'static {
         not_after_ms: EpochMs,
     ) -> BoxFuture<'_, Result<Vec<Reading>, StoreError>>;
 
+    /// The readings of these patients (glucose) and devices (telemetry) with event time in
+    /// (`since_ms`, `until_ms`], in no particular order.
+    fn subject_readings<'a>(
+        &'a self,
+        patients: &'a [u64],
+        devices: &'a [u64],
+        since_ms: EpochMs,
+        until_ms: EpochMs,
+    ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>>;
+
     /// The stored readings (glucose or telemetry) with these ids, in no particular order:
     /// how the pipeline tells a duplicate (same content) from a conflict (same id, other
     /// content) before it evaluates a batch.

@@ -632,6 +632,19 @@ impl IngestStore for MySqlStore {
         })
     }
 
+    fn subject_readings<'a>(
+        &'a self,
+        patients: &'a [u64],
+        devices: &'a [u64],
+        since_ms: EpochMs,
+        until_ms: EpochMs,
+    ) -> BoxFuture<'a, Result<Vec<Reading>, StoreError>> {
+        Box::pin(async move {
+            ingest::subject_readings(&mut *self.pooled(), patients, devices, since_ms, until_ms)
+                .await
+        })
+    }
+
     fn readings_by_id<'a>(
         &'a self,
         ids: &'a [&'a str],

@@ -107,7 +107,7 @@ pub fn start_endpoint(hubs: &[(&str, usize)]) -> Endpoint {
 /// The partition Event Hubs maps a partition key to (lookup3 `hashlittle2`, seeds 0, the
 /// halves xored and cut to i16, `|hash % n|`): the testkit's and the service's mapping,
 /// written again here since the host does not depend on the testkit.
-fn partition_for_key(key: &str, n: usize) -> usize {
+pub(crate) fn partition_for_key(key: &str, n: usize) -> usize {
     fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
         for (x, y, z, r) in [
             (0, 2, 1, 4),
@@ -230,6 +230,25 @@ async fn drain_partition(
     out
 }
 
+/// The alert ids of every event on every partition of `hub`, duplicates kept.
+pub(crate) async fn consumer_all(ep: &Endpoint, hub: &str, partitions: usize) -> Vec<String> {
+    let c = consumer(ep, hub).await;
+    let mut ids = Vec::new();
+    for p in 0..partitions {
+        for (_, body) in drain_partition(&c, p, Duration::from_millis(1500)).await {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("the body is JSON");
+            ids.push(
+                v["id"]
+                    .as_str()
+                    .expect("the alert id is in the body")
+                    .to_owned(),
+            );
+        }
+    }
+    within("closing the consumer", c.close()).await.unwrap();
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_the_alerts_hub_keyed_by_patient() {
     const PARTITIONS: usize = 4;
@@ -311,7 +330,7 @@ async fn alerts_reach_the_alerts_hub_keyed_by_patient() {
 
 /// Publishes `events` the way producers would: glucose readings to `glucose_readings` keyed
 /// by patient, telemetry to `device_readings` keyed by device, batches per key in order.
-async fn publish(ep: &Endpoint, events: &[Event]) {
+pub(crate) async fn publish(ep: &Endpoint, events: &[Event]) {
     let mut by_hub: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
     for e in events {
         let line = e.to_json_line();
@@ -499,4 +518,136 @@ async fn a_restarted_host_resumes_from_its_checkpoint_with_nothing_lost_or_doubl
     );
     check_exactly_once(&listed_reading_ids(app.store.as_ref()).await, &sent);
     support::stop(app).await;
+}
+
+const PIP_HINT: &str = "the official Python Event Hubs client is missing: run \
+                        `python3 -m pip install azure-eventhub==5.15.1` (`.ci/run` does)";
+
+/// `tests/python/notebook.py` with the endpoint's connection string; stdin from `input`.
+fn notebook(ep: &Endpoint, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let has_client = Command::new("python3")
+        .args(["-c", "import azure.eventhub"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(has_client, "{PIP_HINT}");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/notebook.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .env("GG_EVENTHUBS_CONNECTION_STRING", &ep.connection_string)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "notebook.py {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_sent_by_the_python_client_are_stored_and_alert_and_python_receives_the_alerts() {
+    // One partition per reading hub: the notebook sends unkeyed batches, which the service
+    // spreads over partitions, so only one partition keeps a patient's readings in order.
+    let ep = start_endpoint(&[
+        ("glucose_readings", 1),
+        ("device_readings", 1),
+        ("alerts", 2),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let events = simulated(17, 3, 8);
+    let sent = ids_of(&events);
+    let reference = embedded_alerts(&events, dir.path()).await;
+    assert!(reference.iter().filter(|(_, n)| *n).count() > 5);
+    let (mut glucose, mut device) = (String::new(), String::new());
+    for e in &events {
+        let line = e.to_json_line();
+        let r = glucoguard::model::parse::parse_reading(line.as_bytes()).unwrap();
+        let to = match r.kind() {
+            ReadingKind::Glucose => &mut glucose,
+            ReadingKind::Device => &mut device,
+        };
+        to.push_str(&line);
+        to.push('\n');
+    }
+
+    let mut cfg = support::sqlite_host_config(
+        &dir.path().join("py.db"),
+        256,
+        vec![rule("glucoguard_default_rule", &[])],
+    );
+    cfg.sources = vec![SourceConfig::EventHubs(source(&ep))];
+    cfg.eventhubs_alerts = Some(EventHubsNotifyConfig::new(
+        &ep.connection_string,
+        "alerts",
+        Some(&ep.endpoint),
+    ));
+    let app = app::start(&cfg).await.unwrap();
+    let counts = tokio::task::block_in_place(|| {
+        [
+            notebook(&ep, &["send", "glucose_readings"], &glucose),
+            notebook(&ep, &["send", "device_readings"], &device),
+        ]
+    });
+    let total: u64 = counts
+        .iter()
+        .map(|c| c.trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        total,
+        events.len() as u64,
+        "the notebook sent every reading"
+    );
+    let status = wait_for(
+        Duration::from_secs(60),
+        "every event the Python client sent is acknowledged by the pipeline",
+        || app.sources[0].status(),
+        |s| s.acknowledged >= total,
+    )
+    .await;
+    assert_eq!(status.received, total, "{status:?}");
+    assert_eq!(app.store.counts().await.unwrap().dead_letters, 0);
+    check_exactly_once(&listed_reading_ids(app.store.as_ref()).await, &sent);
+    let stored = alerts_of(app.store.as_ref()).await;
+    assert_eq!(
+        stored, reference,
+        "the alerts (and which are notified) equal those of the same readings through the embedded source"
+    );
+    // The ordered shutdown waits for the notifier to send what it queued.
+    support::stop(app).await;
+
+    let bodies = tokio::task::block_in_place(|| notebook(&ep, &["receive", "alerts", "3"], ""));
+    let received: Vec<String> = bodies
+        .lines()
+        .map(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).expect("an alert is JSON");
+            v["id"]
+                .as_str()
+                .expect("the alert carries its id")
+                .to_owned()
+        })
+        .collect();
+    let distinct: BTreeSet<String> = received.iter().cloned().collect();
+    let notified: BTreeSet<String> = stored
+        .iter()
+        .filter(|(_, n)| *n)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        distinct, notified,
+        "the Python consumer receives every notified alert from the alerts hub"
+    );
+    assert_eq!(received.len(), distinct.len(), "no alert twice on the hub");
 }

@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod equivalence;
 mod eventhubs;
+mod eventhubs_balanced;
 mod ingest;
 mod issue9;
 mod mariadb;

@@ -137,6 +137,71 @@ async fn a_restart_rebuilds_windows_from_the_store() {
     stop(app).await;
 }
 
+/// Sends one payload stamped with a takeover number through the pipeline's input and waits
+/// until it is durable.
+async fn send_taken_over(app: &app::App, payload: String, takeover: u64) {
+    let acked = AckCounter::default();
+    app.handle
+        .input()
+        .send(glucoguard::sources::SourceItem {
+            payload: payload.into_bytes(),
+            origin: Arc::from("eventhubs:glucose_readings/0"),
+            takeover,
+            ack: acked.ack(),
+        })
+        .await
+        .unwrap();
+    acked.wait_for(1, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_subjects_window_is_reloaded_with_what_another_host_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = app::start(&config(&db, vec![rule("glucoguard_default_rule", &[])]))
+        .await
+        .unwrap();
+    // Another host, reading the partition before this one, stored `a` after this host
+    // started (so its start-up rebuild could not see it).
+    let other_host = glucoguard::model::batch::WriteBatch {
+        readings: vec![glucose("a", 7, T0, 113.0)],
+        received_at_ms: glucoguard::model::now_ms(),
+        ..Default::default()
+    };
+    app.store.write_batch(&other_host).await.unwrap();
+    // This host takes the partition over: alone, 100 mg/dL raises nothing; with `a` the
+    // 10-minute average is 106.5 and it must alert.
+    send_taken_over(&app, glucose_json("b", 7, T0 + 5 * MIN, 100.0), 41).await;
+    let alerts = app.store.alerts(10).await.unwrap();
+    let b = alerts
+        .iter()
+        .find(|(a, _)| a.reading_id.ends_with(":b"))
+        .expect("b alerted: the window was reloaded from the store on the takeover");
+    assert_eq!(b.0.code, "high-average");
+    assert_eq!(b.0.value, Some(106.5));
+    assert_eq!(app.handle.stats().window_refreshes, 1);
+    // The next reading under the same number does not reload again.
+    send_taken_over(&app, glucose_json("c", 7, T0 + 10 * MIN, 90.0), 41).await;
+    assert_eq!(app.handle.stats().window_refreshes, 1);
+    // Without a takeover number (a source whose subjects never move) nothing is reloaded.
+    app.store
+        .write_batch(&glucoguard::model::batch::WriteBatch {
+            readings: vec![glucose("d", 8, T0, 113.0)],
+            received_at_ms: glucoguard::model::now_ms(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    send_taken_over(&app, glucose_json("e", 8, T0 + 5 * MIN, 100.0), 0).await;
+    let alerts = app.store.alerts(10).await.unwrap();
+    assert!(
+        !alerts.iter().any(|(a, _)| a.reading_id.ends_with(":e")),
+        "a stream that never moves between hosts keeps its own windows"
+    );
+    assert_eq!(app.handle.stats().window_refreshes, 1);
+    stop(app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_swap_under_a_running_stream_evaluates_every_reading_exactly_once() {
     let dir = tempfile::tempdir().unwrap();

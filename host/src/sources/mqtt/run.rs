@@ -274,6 +274,7 @@ async fn feed(
                 let item = SourceItem {
                     payload: p.payload.to_vec(),
                     origin: Arc::from(format!("mqtt:{topic}").as_str()),
+                    takeover: 0,
                     ack,
                 };
                 shared.status.received.fetch_add(1, Ordering::AcqRel);
